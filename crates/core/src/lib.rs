@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`decide`]: the [`Decider`] trait policy implements, used by hooks (before the act) and the pipeline.
 //! - [`event`]: the JSON event contract of DESIGN.md §4 (OCSF-aligned serde structs).
 //! - [`guid`]: stable, never-reused process ids from boot id + pid + start time.
 //! - [`proc_table`]: the process table, seeded from /proc and kept current from events; it fills in
@@ -16,6 +17,7 @@
 //! - [`sink`]: where events go (JSON lines to stdout or a file); other crates add stores and forwarders.
 #![forbid(unsafe_code)]
 
+pub mod decide;
 pub mod event;
 pub mod guid;
 pub mod pipeline;
@@ -24,6 +26,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 
+pub use decide::{Decision, Decider, ObserveAll};
 pub use event::{Action, Activity, Backend, Domain, Event, Mode, Process, SourceKind, Timestamp};
 pub use pipeline::{EventSender, Pipeline, PipelineStats};
 pub use shutdown::Shutdown;

@@ -27,8 +27,8 @@ const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A step between enrichment and the sinks: policy evaluation, enforcement from user space, tagging.
 pub trait Stage: Send {
-    /// Looks at (and may change) one enriched event.
-    fn apply(&mut self, ev: &mut Event);
+    /// Looks at (and may change) one enriched event; `table` has the process context (parent exe, ...).
+    fn apply(&mut self, ev: &mut Event, table: &ProcessTable);
 }
 
 /// Loss counters of one component (a source, or the pipeline itself).
@@ -173,7 +173,7 @@ impl Pipeline {
                 table.observe(ev);
                 table.enrich(ev);
                 for stage in stages.iter_mut() {
-                    stage.apply(ev);
+                    stage.apply(ev, table);
                 }
             }
             for sink in sinks.iter_mut() {
