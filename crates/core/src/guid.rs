@@ -34,8 +34,7 @@ impl BootInfo {
             let btime_secs = std::fs::read_to_string("/proc/stat")
                 .ok()
                 .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
+                    s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
                 })
                 .unwrap_or(0);
             BootInfo {

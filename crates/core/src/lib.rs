@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`compiled`]: policy compiled into the forms backends enforce themselves (kernel kill lists, ...).
 //! - [`decide`]: the [`Decider`] trait policy implements, used by hooks (before the act) and the pipeline.
 //! - [`event`]: the JSON event contract of DESIGN.md §4 (OCSF-aligned serde structs).
 //! - [`guid`]: stable, never-reused process ids from boot id + pid + start time.
@@ -17,6 +18,7 @@
 //! - [`sink`]: where events go (JSON lines to stdout or a file); other crates add stores and forwarders.
 #![forbid(unsafe_code)]
 
+pub mod compiled;
 pub mod decide;
 pub mod event;
 pub mod guid;
@@ -26,7 +28,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 
-pub use decide::{Decision, Decider, ObserveAll};
+pub use decide::{Decider, Decision, ObserveAll};
 pub use event::{Action, Activity, Backend, Domain, Event, Mode, Process, SourceKind, Timestamp};
 pub use pipeline::{EventSender, Pipeline, PipelineStats};
 pub use shutdown::Shutdown;

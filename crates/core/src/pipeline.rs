@@ -220,7 +220,8 @@ mod tests {
     use crate::sink::MemorySink;
 
     fn exec_event(pid: u32) -> Event {
-        let mut ev = Event::new(Domain::Process, Activity::Exec, Backend { mode: Mode::Kernel, source: SourceKind::Ebpf });
+        let mut ev =
+            Event::new(Domain::Process, Activity::Exec, Backend { mode: Mode::Kernel, source: SourceKind::Ebpf });
         ev.process.pid = pid;
         ev
     }
