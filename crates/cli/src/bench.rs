@@ -1,0 +1,226 @@
+//! `ringwatch bench process`: the exec-storm benchmark of issue #3, every configuration in one run.
+//!
+//! An exec storm is `sh` forking and exec'ing `/bin/true` N times. It runs with no sensor, then with the agent in
+//! each process backend (kernel eBPF, proc connector, preload hook), round-robin for several rounds so the noisy
+//! machine affects all configurations alike; medians are compared with the no-sensor median of the same run.
+//! Reported per configuration: wall time, ratio to no sensor, agent CPU seconds per 1,000 execs (CPU the agent
+//! used between the start of the storm and half a second after its end), exec events seen for the storm, and drops
+//! (the agent's own `sensor`/`drop` counts).
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::require_root;
+
+/// Options of `ringwatch bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub what: BenchKind,
+    /// Execs per storm.
+    #[arg(long, default_value_t = 5000)]
+    pub execs: u32,
+    /// Rounds (each round runs every configuration once); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Benchmarks available.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum BenchKind {
+    /// Exec storm: no sensor vs each process backend.
+    Process,
+}
+
+/// One configuration's medians.
+#[derive(Debug, Serialize)]
+struct Row {
+    config: &'static str,
+    wall_s: f64,
+    ratio: f64,
+    agent_cpu_s_per_1000_execs: f64,
+    exec_events: u64,
+    expected: u32,
+    drops: u64,
+}
+
+/// A configuration: `None` is the no-sensor baseline, otherwise the `--mode` value for the agent.
+const CONFIGS: [(&str, Option<&str>); 4] = [
+    ("no sensor", None),
+    ("kernel (ebpf)", Some("process=ebpf")),
+    ("user (proc_connector)", Some("process=proc_connector")),
+    ("user (preload)", Some("process=preload")),
+];
+
+/// Runs the benchmark and prints a table (and JSON if asked).
+pub fn run(args: BenchArgs) -> Result<()> {
+    require_root("ringwatch bench")?;
+    let BenchKind::Process = args.what;
+    let dir = std::env::temp_dir().join(format!("ringwatch-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let hook = ringwatch_domains::preload::hook_library_path();
+    let mut samples: Vec<Vec<(f64, f64, u64, u64)>> = vec![Vec::new(); CONFIGS.len()];
+    for round in 0..args.rounds {
+        for (i, (name, mode)) in CONFIGS.iter().enumerate() {
+            if *name == "user (preload)" && hook.is_none() {
+                continue;
+            }
+            let s = one_storm(&dir, round, *mode, hook.as_deref(), args.execs)
+                .with_context(|| format!("round {round}, {name}"))?;
+            eprintln!(
+                "round {round} {name:<22} {:.3}s  cpu {:.3}s  events {}  drops {}",
+                s.0, s.1, s.2, s.3
+            );
+            samples[i].push(s);
+        }
+    }
+    let base = median(samples[0].iter().map(|s| s.0).collect());
+    let rows: Vec<Row> = CONFIGS
+        .iter()
+        .zip(&samples)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|((name, _), s)| {
+            let wall = median(s.iter().map(|x| x.0).collect());
+            Row {
+                config: name,
+                wall_s: wall,
+                ratio: wall / base,
+                agent_cpu_s_per_1000_execs: median(s.iter().map(|x| x.1).collect()) * 1000.0 / f64::from(args.execs),
+                exec_events: s.iter().map(|x| x.2).min().unwrap_or(0),
+                expected: args.execs,
+                drops: s.iter().map(|x| x.3).max().unwrap_or(0),
+            }
+        })
+        .collect();
+    println!(
+        "exec storm: {} x fork+exec /bin/true, median of {} rounds, kernel {}",
+        args.execs,
+        args.rounds,
+        fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+    );
+    println!("| configuration | wall s | ratio | agent CPU s / 1000 execs | exec events (min) | drops (max) |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.3} | {:.3}x | {:.4} | {}/{} | {} |",
+            r.config, r.wall_s, r.ratio, r.agent_cpu_s_per_1000_execs, r.exec_events, r.expected, r.drops
+        );
+    }
+    if let Some(path) = &args.json {
+        fs::write(path, serde_json::to_vec_pretty(&rows)?)?;
+    }
+    let _ = fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// One storm; returns (wall seconds, agent CPU seconds, exec events for the storm, drops).
+fn one_storm(dir: &Path, round: u32, mode: Option<&str>, hook: Option<&Path>, execs: u32) -> Result<(f64, f64, u64, u64)> {
+    let out = dir.join(format!("events-{round}-{}.jsonl", mode.unwrap_or("none").replace('=', "-")));
+    let socket = dir.join("hook.sock");
+    let mut agent = match mode {
+        Some(m) => Some(start_agent(m, &out, &socket)?),
+        None => None,
+    };
+    let script = format!("i=0; while [ $i -lt {execs} ]; do /bin/true; i=$((i+1)); done");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(script);
+    if mode == Some("process=preload")
+        && let Some(lib) = hook
+    {
+        cmd.env("LD_PRELOAD", lib).env("RINGWATCH_HOOK_SOCKET", &socket);
+    }
+    let cpu_before = agent.as_ref().map(|a| cpu_seconds(a.id())).unwrap_or(0.0);
+    let t0 = Instant::now();
+    let mut shell = cmd.spawn().context("starting the storm shell")?;
+    let shell_pid = shell.id();
+    let status = shell.wait()?;
+    let wall = t0.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("storm shell failed: {status}");
+    }
+    let (mut cpu, mut events, mut drops) = (0.0, 0, 0);
+    if let Some(a) = agent.as_mut() {
+        std::thread::sleep(Duration::from_millis(500));
+        cpu = cpu_seconds(a.id()) - cpu_before;
+        stop_agent(a)?;
+        (events, drops) = count_storm_events(&out, shell_pid)?;
+    }
+    Ok((wall, cpu, events, drops))
+}
+
+fn start_agent(mode: &str, out: &Path, socket: &Path) -> Result<Child> {
+    let exe = std::env::current_exe()?;
+    let child = Command::new(exe)
+        .args(["run", "--mode", &format!("all=off,{mode}"), "--out"])
+        .arg(out)
+        .arg("--hook-socket")
+        .arg(socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the agent")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if fs::read_to_string(out).is_ok_and(|s| s.contains("\"activity\":\"start\"")) {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the agent (--mode {mode}) did not report start within 30 s")
+}
+
+fn stop_agent(agent: &mut Child) -> Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.id())?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = agent.wait()?;
+    if !status.success() {
+        bail!("the agent exited with {status}");
+    }
+    Ok(())
+}
+
+/// utime + stime of a live process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    // After the comm: field 3 is index 0, so utime (14) and stime (15) are indexes 11 and 12.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / ringwatch_core::guid::USER_HZ as f64
+}
+
+/// Exec events whose parent is the storm shell, and the sum of drop counts, from an agent's output.
+fn count_storm_events(out: &Path, shell_pid: u32) -> Result<(u64, u64)> {
+    let (mut events, mut drops) = (0, 0);
+    for line in BufReader::new(fs::File::open(out)?).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line?)?;
+        let activity = v["activity"].as_str().unwrap_or("");
+        if activity == "exec"
+            && v["process"]["ppid"].as_u64() == Some(u64::from(shell_pid))
+            && v["process"]["exe"].as_str().is_some_and(|e| e.ends_with("/true"))
+        {
+            events += 1;
+        } else if activity == "drop" {
+            drops += v["sensor"]["count"].as_u64().unwrap_or(0);
+        }
+    }
+    Ok((events, drops))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

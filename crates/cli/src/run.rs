@@ -1,0 +1,203 @@
+//! `ringwatch run`: the agent.
+//!
+//! Start-up order: root check -> policy -> mounts -> probe -> start every selected backend (a `best` domain whose
+//! kernel backend fails falls back to user mode; an explicitly requested backend that fails is an error) ->
+//! signal handlers -> source threads -> pipeline consumer. Shutdown (SIGINT, SIGTERM or `--duration`) flips one
+//! flag: sources drain and detach, then the consumer drains the queue, writes a `sensor`/`stop` event with the
+//! loss counters and flushes the sinks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ringwatch_core::pipeline::Stage;
+use ringwatch_core::proc_table::ProcessTable;
+use ringwatch_core::sink::{JsonLinesSink, Sink};
+use ringwatch_core::{Activity, Decider, Domain, Event, Pipeline, Shutdown, SourceContext};
+use ringwatch_policy::{Policy, PolicyStage};
+
+use crate::backends::{ModeSpec, StartConfig, probe_all, select};
+use crate::{MissingCapability, require_root};
+
+/// Default path of the hook socket.
+pub const DEFAULT_HOOK_SOCKET: &str = "/run/ringwatch/hook.sock";
+
+/// Queue between sources and the consumer. At ~300 bytes per event this bounds the queue to ~20 MB.
+const QUEUE_CAPACITY: usize = 65_536;
+
+/// Options of `ringwatch run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Policy YAML file (default: observe everything, enforce nothing). Checked first; a bad policy exits 2.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Backends per domain: DOMAIN=CHOICE[,...] with DOMAIN in process|file|network|keystroke|all and CHOICE in
+    /// best|kernel|user|both|off or a source name (ebpf, proc_connector, preload, ...). `best` takes the kernel
+    /// backend when it can run here and falls back to user mode.
+    #[arg(long, default_value = "all=best")]
+    pub mode: String,
+    /// Where JSON lines go: `-` for stdout, or a file (appended, created 0600).
+    #[arg(long, default_value = "-")]
+    pub out: String,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Unix socket the hook library reports to (the hook reads RINGWATCH_HOOK_SOCKET).
+    #[arg(long, default_value = DEFAULT_HOOK_SOCKET)]
+    pub hook_socket: PathBuf,
+}
+
+/// Runs the agent until shutdown.
+pub fn run(args: RunArgs) -> Result<()> {
+    let modes = ModeSpec::parse(&args.mode)?;
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d > 0.0)
+    {
+        return Err(crate::UsageError(format!("--duration must be a positive number of seconds, got {d}")).into());
+    }
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::observe_only(),
+    };
+    require_root("ringwatch run")?;
+    for line in ringwatch_domains::probe::ensure_mounts() {
+        tracing::info!("{line}");
+    }
+
+    let policy = Arc::new(policy);
+    let decider: Arc<dyn Decider> = policy.clone();
+    let cfg = StartConfig {
+        exec_kill_list: policy.exec_kill_list(),
+        decider,
+        hook_socket: args.hook_socket.clone(),
+    };
+    let pipeline = Pipeline::new(QUEUE_CAPACITY);
+    let agent_tx = pipeline.sender("agent");
+    let probes = probe_all();
+    let mut sources = Vec::new();
+    for domain in Domain::MONITORED {
+        let choice = modes.choice(domain);
+        let picked = select(domain, choice, &probes);
+        let explicit = modes.is_explicit(domain);
+        if explicit && picked.is_empty() {
+            bail!(MissingCapability(format!("--mode {domain}: no backend matches {choice:?}")));
+        }
+        let mut started_kernel = false;
+        let mut fallback_needed = false;
+        for (spec, probe) in &picked {
+            if !probe.available {
+                let msg = format!("{} cannot run here: {}", spec.label(), probe.detail);
+                if explicit {
+                    bail!(MissingCapability(msg));
+                }
+                tracing::warn!("{msg}");
+                continue;
+            }
+            match spec.start(&cfg) {
+                Ok(src) => {
+                    tracing::info!(backend = %spec.label(), "started");
+                    started_kernel |= spec.mode == ringwatch_core::Mode::Kernel;
+                    sources.push(src);
+                }
+                Err(e) if explicit => return Err(e).context(format!("starting {}", spec.label())),
+                Err(e) => {
+                    tracing::warn!(backend = %spec.label(), error = %e, "could not start; falling back");
+                    agent_tx.send(Event::sensor(Activity::Error, &spec.label(), e.to_string(), None));
+                    fallback_needed |= spec.mode == ringwatch_core::Mode::Kernel;
+                }
+            }
+        }
+        if fallback_needed && !started_kernel {
+            for (spec, probe) in probes.iter().filter(|(s, p)| s.domain == domain && s.mode == ringwatch_core::Mode::User && p.available) {
+                match spec.start(&cfg) {
+                    Ok(src) => {
+                        tracing::info!(backend = %spec.label(), detail = %probe.detail, "started (fallback)");
+                        sources.push(src);
+                    }
+                    Err(e) => tracing::warn!(backend = %spec.label(), error = %e, "fallback could not start"),
+                }
+            }
+        }
+    }
+    if sources.is_empty() {
+        bail!(MissingCapability("no backend could start here; see `ringwatch probe`".into()));
+    }
+
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    sinks.push(match args.out.as_str() {
+        "-" => Box::new(JsonLinesSink::stdout()),
+        path => Box::new(JsonLinesSink::file(path.as_ref()).with_context(|| format!("opening --out {path}"))?),
+    });
+
+    let shutdown = Shutdown::new();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.flag().clone()).context("installing signal handlers")?;
+    }
+    if let Some(secs) = args.duration {
+        let s = shutdown.clone();
+        thread::spawn(move || {
+            s.sleep(Duration::from_secs_f64(secs));
+            s.trigger();
+        });
+    }
+
+    let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+    let start_msg = format!("ringwatch {} started: {}", env!("CARGO_PKG_VERSION"), names.join(", "));
+    tracing::info!("{start_msg}");
+    agent_tx.send(Event::sensor(Activity::Start, "agent", start_msg, None));
+
+    let stats = pipeline.stats();
+    let senders: Vec<_> = sources.iter().map(|s| pipeline.sender(s.name())).collect();
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let consumer = {
+        let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(PolicyStage::new(policy.clone()))];
+        thread::Builder::new().name("pipeline".into()).spawn(move || {
+            let mut table = ProcessTable::from_proc();
+            pipeline.run(&host, &mut table, &mut stages, &mut sinks);
+        })?
+    };
+
+    let mut handles = Vec::new();
+    for (src, events) in sources.into_iter().zip(senders) {
+        let ctx = SourceContext { events, shutdown: shutdown.clone() };
+        let name = src.name();
+        let h = thread::Builder::new().name(name.replace('/', "-")).spawn(move || (name, src.run(ctx)))?;
+        handles.push(h);
+    }
+
+    let mut first_error = None;
+    for h in handles {
+        match h.join() {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(e))) => {
+                tracing::error!(backend = name, error = %e, "source failed");
+                agent_tx.send(Event::sensor(Activity::Error, name, e.to_string(), None));
+                // A source that dies makes the agent stop: a sensor that silently lost a domain is worse.
+                shutdown.trigger();
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                shutdown.trigger();
+                tracing::error!("a source thread panicked");
+            }
+        }
+    }
+    let written = stats.written.load(std::sync::atomic::Ordering::Relaxed);
+    let losses = stats.losses();
+    let lost: u64 = losses.values().map(|(q, u, m)| q + u + m).sum();
+    agent_tx.send(Event::sensor(
+        Activity::Stop,
+        "agent",
+        format!("ringwatch stopped: {written} events written, {lost} lost or malformed ({losses:?})"),
+        Some(lost),
+    ));
+    drop(agent_tx);
+    consumer.join().map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}

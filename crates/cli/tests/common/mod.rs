@@ -1,0 +1,175 @@
+//! Shared helpers for the CLI integration tests: run the real `ringwatch` binary, start and stop the agent,
+//! read its JSON lines.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The ringwatch binary under test.
+pub fn ringwatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ringwatch"))
+}
+
+/// Runs ringwatch with `args` and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    ringwatch().args(args).output().expect("ringwatch runs")
+}
+
+/// A unique temporary directory for one test (world-readable so unprivileged children can use it).
+pub fn temp_dir(tag: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix(&format!("rw-{tag}-")).tempdir().expect("temp dir");
+    std::os::unix::fs::PermissionsExt::set_mode(&mut fs::metadata(dir.path()).expect("meta").permissions(), 0o755);
+    dir
+}
+
+/// True when `ringwatch probe --json` says `domain`/`source` can run here; prints why not otherwise.
+pub fn backend_available(domain: &str, source: &str) -> bool {
+    let out = run(&["probe", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).expect("probe prints JSON lines");
+        if v["domain"] == domain && v["source"] == source {
+            if v["available"] == true {
+                return true;
+            }
+            eprintln!("SKIP: {domain}/{source} cannot run here: {}", v["detail"]);
+            return false;
+        }
+    }
+    panic!("probe did not list {domain}/{source}: {text}");
+}
+
+/// A running agent writing to a file.
+pub struct Agent {
+    child: Child,
+    pub out: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Agent {
+    /// Starts `ringwatch run --out FILE --hook-socket SOCK ARGS...` and waits for its `start` event.
+    pub fn start(dir: &Path, args: &[&str]) -> Agent {
+        let out = dir.join("events.jsonl");
+        let socket = dir.join("hook.sock");
+        let child = ringwatch()
+            .args(["run", "--out"])
+            .arg(&out)
+            .arg("--hook-socket")
+            .arg(&socket)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("agent starts");
+        let mut agent = Agent { child, out, socket };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if agent.events().iter().any(|e| e["domain"] == "sensor" && e["activity"] == "start") {
+                return agent;
+            }
+            if let Some(status) = agent.child.try_wait().expect("wait") {
+                panic!("agent exited before start: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent did not report start within 30 s");
+    }
+
+    /// Events written so far.
+    pub fn events(&self) -> Vec<Value> {
+        read_events(&self.out)
+    }
+
+    /// Waits until `pred` holds for some event (or the timeout), then returns all events.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events();
+            if events.iter().any(&pred) || Instant::now() >= deadline {
+                return events;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, wait for exit; returns the exit status and every event.
+    pub fn stop(mut self) -> (ExitStatus, Vec<Value>) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal agent");
+        let status = self.child.wait().expect("agent exits");
+        let events = read_events(&self.out);
+        (status, events)
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses a JSON-lines file (a torn last line is ignored).
+pub fn read_events(path: &Path) -> Vec<Value> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Process events of `activity` whose argv contains `token`.
+pub fn execs_with<'a>(events: &'a [Value], token: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| {
+            e["domain"] == "process"
+                && e["activity"] == "exec"
+                && e["process"]["cmdline"].as_array().is_some_and(|a| a.iter().any(|s| s == token))
+        })
+        .collect()
+}
+
+/// A unique token for argv matching.
+pub fn token(tag: &str) -> String {
+    format!("rw-{tag}-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() ^ rand_ish())
+}
+
+fn rand_ish() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// Copies /bin/true to `dir/name` (executable).
+pub fn copy_true(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+    fs::copy("/bin/true", &path).expect("copy /bin/true");
+    path
+}
+
+/// Runs `program` through `sh -c` with optional extra environment; returns the shell's exit code (or 128+signal).
+pub fn sh_status(cmd: &str, env: &[(&str, &str)]) -> i32 {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c").arg(cmd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let status = c.status().expect("sh runs");
+    status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0))
+}
+
+/// Path of the hook library built next to the ringwatch binary.
+pub fn hook_library() -> Option<PathBuf> {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_ringwatch"));
+    let lib = bin.parent()?.join("libringwatch_hook.so");
+    lib.exists().then_some(lib)
+}

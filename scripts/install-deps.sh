@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ringwatch needs to build and test, only when missing (quiet when all are there).
+# clang/llvm/libelf/zlib/pkg-config: building the eBPF programs and the vendored libbpf.
+# bpftool: inspecting loaded programs in tests (vmlinux.h is committed, so building does not need it).
+# gcc/libc6-dev: the hook's C shims and the static test binary (`gcc -static`); util-linux: `unshare` in tests.
+set -euo pipefail
+packages=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool gcc libc6-dev make util-linux procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: missing packages ${missing[*]}; run as root (or install them) first" >&2
+    exit 3
+  fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
