@@ -1,0 +1,256 @@
+//! A compiled rule: the conditions of its `match` block in matchable form, its action, and where it is enforced.
+//!
+//! Matching is ordered cheapest first (domain, activity, uid, paths, then the command-line regexes, which need
+//! argv joined into one string: that string is built at most once per event, and only when some rule asks for it).
+
+use std::fmt;
+
+use ringwatch_core::{Action, Activity, Domain, Event};
+
+use crate::pattern::{CmdlineSet, PathSet};
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleAction {
+    /// Record the rule id on the event; stop evaluating (an exception to later rules).
+    Observe,
+    /// Mark the event `alerted`.
+    Alert,
+    /// Kill the process (`killed`).
+    Kill,
+    /// For the process domain, the same as [`RuleAction::Kill`]; other domains will refuse the act instead.
+    Deny,
+}
+
+impl RuleAction {
+    /// The word used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Observe => "observe",
+            RuleAction::Alert => "alert",
+            RuleAction::Kill => "kill",
+            RuleAction::Deny => "deny",
+        }
+    }
+
+    /// True for actions that stop something (kill, deny).
+    pub fn is_enforcing(self) -> bool {
+        matches!(self, RuleAction::Kill | RuleAction::Deny)
+    }
+
+    /// The event action a match of a `domain` rule decides. For the process domain `deny` is `kill`: the
+    /// backend that enforces maps it (the kernel kills at exec; the preload hook refuses the exec).
+    pub fn event_action(self, domain: Domain) -> Action {
+        match (self, domain) {
+            (RuleAction::Observe, _) => Action::Observed,
+            (RuleAction::Alert, _) => Action::Alerted,
+            (RuleAction::Kill, _) | (RuleAction::Deny, Domain::Process) => Action::Killed,
+            (RuleAction::Deny, _) => Action::Denied,
+        }
+    }
+}
+
+impl fmt::Display for RuleAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a rule's action is carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Enforcement {
+    /// Nothing to enforce: an `observe` or `alert` rule.
+    NotEnforcing,
+    /// In the [`ExecKillList`](ringwatch_core::compiled::ExecKillList): the kernel process backend kills at
+    /// exec, before the new image runs user code. When the process domain runs in user mode, the pipeline's
+    /// [`PolicyStage`](crate::PolicyStage) enforces it instead, right after the event.
+    KernelAtExec,
+    /// Only the pipeline's [`PolicyStage`](crate::PolicyStage) can enforce it, right after the event (the process
+    /// has already started running); the reason says why the kernel cannot.
+    UserSpace {
+        /// Why the rule is not kernel-enforceable, for `ringwatch policy check`.
+        reason: String,
+    },
+}
+
+/// One `match` (or `not`) block: every given condition must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    pub(crate) exe: Option<PathSet>,
+    pub(crate) cmdline: Option<CmdlineSet>,
+    pub(crate) parent_exe: Option<PathSet>,
+    pub(crate) users: Option<Vec<u32>>,
+    pub(crate) uids: Option<Vec<u32>>,
+}
+
+impl Conditions {
+    /// The `exe` patterns, if the block has that condition.
+    pub fn exe(&self) -> Option<&PathSet> {
+        self.exe.as_ref()
+    }
+
+    /// The `cmdline` regexes, if any.
+    pub fn cmdline(&self) -> Option<&CmdlineSet> {
+        self.cmdline.as_ref()
+    }
+
+    /// The `parent_exe` patterns, if any.
+    pub fn parent_exe(&self) -> Option<&PathSet> {
+        self.parent_exe.as_ref()
+    }
+
+    /// The uids that `user:` names resolved to, if the block has that condition.
+    pub fn users(&self) -> Option<&[u32]> {
+        self.users.as_deref()
+    }
+
+    /// The `uid:` values, if any.
+    pub fn uids(&self) -> Option<&[u32]> {
+        self.uids.as_deref()
+    }
+
+    /// True when no condition is given.
+    pub fn is_empty(&self) -> bool {
+        self.exe.is_none()
+            && self.cmdline.is_none()
+            && self.parent_exe.is_none()
+            && self.users.is_none()
+            && self.uids.is_none()
+    }
+
+    /// Names of the conditions other than `exe` that are present (for "why not in the kernel" reasons).
+    pub(crate) fn non_exe_conditions(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.cmdline.is_some() {
+            v.push("cmdline");
+        }
+        if self.parent_exe.is_some() {
+            v.push("parent_exe");
+        }
+        if self.users.is_some() {
+            v.push("user");
+        }
+        if self.uids.is_some() {
+            v.push("uid");
+        }
+        v
+    }
+
+    fn matches(&self, cx: &mut MatchContext<'_>) -> bool {
+        let uid = cx.ev.process.uid;
+        if self.uids.as_ref().is_some_and(|u| !u.contains(&uid))
+            || self.users.as_ref().is_some_and(|u| !u.contains(&uid))
+        {
+            return false;
+        }
+        if self.exe.as_ref().is_some_and(|s| !s.is_match(&cx.ev.process.exe)) {
+            return false;
+        }
+        if let Some(s) = &self.parent_exe
+            && !cx.parent_exe.is_some_and(|p| s.is_match(p))
+        {
+            return false;
+        }
+        if let Some(s) = &self.cmdline
+            && !s.is_match(cx.joined_cmdline())
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// What matching one event needs, with argv joined lazily and at most once for all rules.
+pub(crate) struct MatchContext<'a> {
+    ev: &'a Event,
+    parent_exe: Option<&'a str>,
+    joined: Option<String>,
+}
+
+impl<'a> MatchContext<'a> {
+    pub(crate) fn new(ev: &'a Event, parent_exe: Option<&'a str>) -> Self {
+        MatchContext { ev, parent_exe: parent_exe.filter(|p| !p.is_empty()), joined: None }
+    }
+
+    fn joined_cmdline(&mut self) -> &str {
+        self.joined.get_or_insert_with(|| self.ev.process.cmdline.join(" "))
+    }
+}
+
+/// One compiled policy rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub(crate) id: String,
+    pub(crate) description: Option<String>,
+    pub(crate) domain: Domain,
+    pub(crate) action: RuleAction,
+    pub(crate) activities: Vec<Activity>,
+    pub(crate) when: Conditions,
+    pub(crate) unless: Option<Conditions>,
+    pub(crate) line: u32,
+    pub(crate) enforcement: Enforcement,
+}
+
+impl Rule {
+    /// The rule's id, unique in its policy.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The optional description.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The domain whose events the rule looks at.
+    pub fn domain(&self) -> Domain {
+        self.domain
+    }
+
+    /// What the rule does on a match.
+    pub fn action(&self) -> RuleAction {
+        self.action
+    }
+
+    /// The activities the rule applies to (`[exec]` unless the file says otherwise).
+    pub fn activities(&self) -> &[Activity] {
+        &self.activities
+    }
+
+    /// The `match` conditions (all must hold).
+    pub fn conditions(&self) -> &Conditions {
+        &self.when
+    }
+
+    /// The `not` block: when all of its conditions hold, the rule does not match.
+    pub fn negated(&self) -> Option<&Conditions> {
+        self.unless.as_ref()
+    }
+
+    /// The line of the policy file the rule starts on.
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    /// Where the rule's action is enforced.
+    pub fn enforcement(&self) -> &Enforcement {
+        &self.enforcement
+    }
+
+    /// True when the rule matches `ev`; `parent_exe` is the parent's executable, when known.
+    pub fn matches(&self, ev: &Event, parent_exe: Option<&str>) -> bool {
+        self.matches_in(&mut MatchContext::new(ev, parent_exe))
+    }
+
+    pub(crate) fn matches_in(&self, cx: &mut MatchContext<'_>) -> bool {
+        cx.ev.domain == self.domain
+            && self.activities.contains(&cx.ev.activity)
+            && self.when.matches(cx)
+            && !self.unless.as_ref().is_some_and(|n| n.matches(cx))
+    }
+
+    /// True when the rule can apply to exec events.
+    pub(crate) fn applies_to_exec(&self) -> bool {
+        self.domain == Domain::Process && self.activities.contains(&Activity::Exec)
+    }
+}
