@@ -1,1 +1,911 @@
-//! placeholder, being written
+//! Process domain, kernel mode: eBPF programs on the scheduler's process tracepoints report every fork (new
+//! processes, not threads), exec and exit (whole thread group), and SIGKILL an exec whose image matches an exact-path
+//! or directory-prefix kill rule before the new image runs any user code.
+//!
+//! The BPF side is `src/bpf/process/sched.bpf.c` (wire format in `process.h`): records go into one ring buffer with
+//! batched wakeups; this module decodes them with the skeleton's generated types, converts times and ids to the
+//! contract (guids computed exactly like the /proc-based backends, so both agree) and sends [`Event`]s.
+//!
+//! # What it cannot see
+//!
+//! - Failed execs (ENOENT, EACCES, a bad ELF): `sched_process_exec` fires only once the new image is committed.
+//! - "Exec" without execve: a process that maps a new image itself (userland exec, memfd loaders) stays the old
+//!   process as far as every exec hook is concerned.
+//! - Scripts: exe is the interpreter, the script is in argv. argv is cut at 4 KiB (`cmdline_truncated`).
+//! - Paths are rebuilt by walking dentries without `bpf_d_path` (no fentry here): they are relative to the root of
+//!   the process's mount namespace (a container shows its in-container path), chroots are not honoured, unlinked
+//!   images carry no " (deleted)" suffix. When the walk fails, exe is the filename passed to execve, possibly
+//!   relative, and the event is marked `partial`.
+//! - Kill rules match the canonical path of the image as seen in the exec'ing process's mount namespace (a rule
+//!   for `/tmp/` also matches `/tmp/x` inside a container). Rules are canonicalised at start, so `/bin/true` on a
+//!   merged-/usr host also matches `/usr/bin/true`; paths longer than 256 bytes cannot be kill rules (the LPM trie
+//!   key limit). A kill comes right after the exec is committed: the image was opened and mapped, but ran nothing.
+//! - Events are lost only when the ring buffer is full; that is counted (per-CPU `drops`) and reported as
+//!   `lost_upstream`, never silent. The agent's own exec/exit are not reported (forks of its children are).
+//! - `cgroup` is resolved from the cgroup v2 id by scanning the cgroup2 mount (cached; rescanned at most once a
+//!   second on a miss), so a process in a cgroup that is created and removed within that second gets none.
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::mem::{MaybeUninit, offset_of, size_of};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, OpenObject, PrintLevel, RingBufferBuilder};
+use ringwatch_core::compiled::ExecKillList;
+use ringwatch_core::event::Timestamp;
+use ringwatch_core::guid::{BootInfo, process_guid, start_time_from_ticks, ticks_from_boot_ns};
+use ringwatch_core::proc_table::{container_id_from_cgroup, split_nul, tty_name};
+use ringwatch_core::{
+    Action, Activity, Backend, Domain, Event, Mode, Probe, Source, SourceContext, SourceError, SourceKind,
+};
+
+use crate::probe;
+
+// Generated code: not held to the workspace lints.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    unused_qualifications,
+    unsafe_op_in_unsafe_fn,
+    non_camel_case_types
+)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/sched.skel.rs"));
+}
+
+use skel::{SchedSkel, SchedSkelBuilder, types};
+
+/// Backend name in logs, errors and loss counters.
+const NAME: &str = "process/kernel";
+
+/// Ring-buffer poll timeout: how late a batch below the wakeup threshold is read, and how soon shutdown is noticed.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How often the per-CPU `drops` counters are summed and reported.
+const DROPS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Least time between two scans of the cgroup2 tree for an unknown cgroup id.
+const CGROUP_RESCAN: Duration = Duration::from_secs(1);
+
+// Mirrors of process.h / common.h constants (#defines do not reach BTF, so the skeleton cannot generate them).
+const KIND_EXEC: u16 = 1;
+const KIND_FORK: u16 = 2;
+const KIND_EXIT: u16 = 3;
+const EXEC_F_KILLED: u8 = 0x01;
+const EXEC_F_ARGS_TRUNCATED: u8 = 0x02;
+const EXEC_F_EXE_FROM_FILENAME: u8 = 0x04;
+/// `RW_KILL_PATH_MAX`: kill-map keys hold at most this many path bytes.
+const KILL_PATH_MAX: usize = 256;
+/// `RW_KILL_RULES_MAX`: entries per kill map.
+const KILL_RULES_MAX: usize = 4096;
+
+// SAFETY: rw_hdr is a #[repr(C)] struct of integers generated from BTF; every bit pattern is a valid value.
+unsafe impl plain::Plain for types::rw_hdr {}
+// SAFETY: exec_event is #[repr(C)] of integers, integer arrays and rw_hdr; every bit pattern is valid.
+unsafe impl plain::Plain for types::exec_event {}
+// SAFETY: fork_event is #[repr(C)] of integers, integer arrays and rw_hdr; every bit pattern is valid.
+unsafe impl plain::Plain for types::fork_event {}
+// SAFETY: exit_event is #[repr(C)] of integers, an integer array and rw_hdr; every bit pattern is valid.
+unsafe impl plain::Plain for types::exit_event {}
+
+// The same pins as the _Static_asserts in process.h/common.h: a layout change fails to compile on both sides.
+const _: () = assert!(size_of::<types::rw_hdr>() == 16 && offset_of!(types::rw_hdr, size) == 8);
+const _: () = assert!(offset_of!(types::rw_hdr, kind) == 12 && offset_of!(types::rw_hdr, flags) == 14);
+const _: () = assert!(size_of::<types::exec_event>() == 104 && offset_of!(types::exec_event, pid) == 40);
+const _: () = assert!(offset_of!(types::exec_event, args_len) == 80 && offset_of!(types::exec_event, comm) == 88);
+const _: () = assert!(size_of::<types::fork_event>() == 96 && offset_of!(types::fork_event, pid) == 40);
+const _: () = assert!(offset_of!(types::fork_event, comm) == 80);
+const _: () = assert!(size_of::<types::exit_event>() == 56 && offset_of!(types::exit_event, pid) == 24);
+const _: () = assert!(offset_of!(types::exit_event, status) == 36);
+const _: () = assert!(size_of::<types::exe_path_key>() == KILL_PATH_MAX);
+const _: () = assert!(size_of::<types::exe_prefix_key>() == 4 + KILL_PATH_MAX);
+const _: () = assert!(offset_of!(types::exe_prefix_key, path) == 4);
+
+/// The kernel process backend: loaded and attached by [`ProcessKernel::start`], streaming from [`Source::run`].
+pub struct ProcessKernel {
+    /// One link per program; dropping them detaches. Declared before `skel` so a dropped, never-run backend
+    /// detaches before the object is closed.
+    links: Vec<Link>,
+    /// The loaded object with its maps and programs.
+    skel: SchedSkel<'static>,
+    /// Rule ids, indexed by the rule index the kernel reports for a kill.
+    rule_ids: Vec<String>,
+    /// CLOCK_REALTIME - CLOCK_BOOTTIME at start, to turn BPF boot-time stamps into wall-clock time.
+    realtime_offset_ns: i128,
+}
+
+impl std::fmt::Debug for ProcessKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessKernel").field("links", &self.links.len()).field("rules", &self.rule_ids).finish()
+    }
+}
+
+impl ProcessKernel {
+    /// Whether this backend can run here: privilege, kernel BTF, the three sched tracepoints (tracefs), and an
+    /// actual open + load of the BPF object (which proves ring buffer, bpf_loop and CO-RE support). Nothing is
+    /// attached and the object is unloaded before returning.
+    pub fn probe() -> Probe {
+        let unavailable = |why: String| Probe::unavailable(Domain::Process, Mode::Kernel, SourceKind::Ebpf, why);
+        if !has_bpf_privilege() {
+            return unavailable("needs root with CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN)".into());
+        }
+        if !probe::has_kernel_btf() {
+            return unavailable(format!("no kernel BTF at {} (CO-RE needs it)", probe::VMLINUX_BTF));
+        }
+        let mut tracefs_note = "";
+        if probe::tracefs_mounted() {
+            for tp in ["sched_process_exec", "sched_process_exit"] {
+                if !probe::tracepoint_exists("sched", tp) {
+                    return unavailable(format!("tracepoint sched/{tp} not found in tracefs"));
+                }
+            }
+        } else if Path::new(probe::TRACEFS).is_dir() {
+            tracefs_note = "; tracefs not mounted, start mounts it";
+        } else {
+            return unavailable(format!("tracefs unavailable ({} missing)", probe::TRACEFS));
+        }
+        install_libbpf_logging();
+        let mut storage = MaybeUninit::uninit();
+        match open_and_load(&mut storage, None) {
+            Ok(skel) => {
+                drop(skel);
+                Probe::ok(
+                    Domain::Process,
+                    Mode::Kernel,
+                    SourceKind::Ebpf,
+                    format!("eBPF tracepoints sched_process_fork/exec/exit, ring buffer, kill at exec{tracefs_note}"),
+                )
+            }
+            Err(e) => unavailable(e.to_string()),
+        }
+    }
+
+    /// Opens the object, sets the agent's pid in rodata, loads it, fills the kill maps from `kill`, and attaches
+    /// the three programs. Events are buffered in the kernel from here until [`Source::run`] reads them.
+    ///
+    /// Errors name the failing step (and program); missing privilege and missing kernel features are
+    /// [`SourceError::MissingPrivilege`] / [`SourceError::Unsupported`].
+    pub fn start(kill: &ExecKillList) -> Result<Self, SourceError> {
+        Self::start_with_ring(kill, None)
+    }
+
+    /// [`ProcessKernel::start`] with the `events` ring buffer resized to `ring_bytes` (a power-of-two multiple of
+    /// the page size); the tests use a tiny ring to prove that overflow is counted.
+    fn start_with_ring(kill: &ExecKillList, ring_bytes: Option<u32>) -> Result<Self, SourceError> {
+        install_libbpf_logging();
+        if !probe::has_kernel_btf() {
+            return Err(SourceError::Unsupported {
+                backend: NAME,
+                what: format!("no kernel BTF at {}", probe::VMLINUX_BTF),
+            });
+        }
+        if !probe::tracefs_mounted() {
+            for line in probe::ensure_mounts() {
+                tracing::info!(backend = NAME, "{line}");
+            }
+        }
+        // Read the boot id and boot time now: the ring-buffer callback must not do file I/O.
+        BootInfo::get();
+        let kill_entries = KillEntries::compile(kill)?;
+
+        // The skeleton borrows its object slot for its whole life and the backend moves between threads, so the
+        // slot (one pointer) is leaked to get a 'static borrow. The object itself is closed when the skeleton
+        // drops, in `run` or in `Drop`.
+        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let skel = open_and_load(storage, ring_bytes)?;
+        kill_entries.fill(&skel)?;
+        let mut links = Vec::with_capacity(3);
+        for prog in [&skel.progs.handle_fork, &skel.progs.handle_exec, &skel.progs.handle_exit] {
+            let name = prog.name().to_string_lossy().into_owned();
+            links.push(prog.attach().map_err(|e| libbpf_error(&format!("attach {name}"), &e))?);
+        }
+        tracing::debug!(
+            backend = NAME,
+            exact = kill_entries.exact.len(),
+            prefixes = kill_entries.prefixes.len(),
+            "attached"
+        );
+        Ok(ProcessKernel { skel, links, rule_ids: kill.rule_ids.clone(), realtime_offset_ns: realtime_offset_ns()? })
+    }
+}
+
+impl Source for ProcessKernel {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let span = tracing::info_span!("source", domain = "process", mode = "kernel", source = "ebpf");
+        let _guard = span.enter();
+        let ProcessKernel { links, skel, rule_ids, realtime_offset_ns } = *self;
+        let decoder = Decoder { rule_ids, realtime_offset_ns };
+        // (event, cgroup id): the id is resolved to a path in the poll loop, outside the callback.
+        let pending = std::rc::Rc::new(std::cell::RefCell::new(Vec::<(Event, u64)>::with_capacity(1024)));
+        let mut builder = RingBufferBuilder::new();
+        {
+            let pending = pending.clone();
+            let sender = ctx.events.clone();
+            // Runs inside consume(): decode into memory only; no I/O, no blocking.
+            builder
+                .add(&skel.maps.events, move |data: &[u8]| {
+                    match decoder.decode(data) {
+                        Ok(decoded) => pending.borrow_mut().push(decoded),
+                        Err(e) => {
+                            tracing::trace!(backend = NAME, error = e, len = data.len(), "malformed sample");
+                            sender.count_malformed();
+                        }
+                    }
+                    0
+                })
+                .map_err(|e| libbpf_error("ring buffer add events", &e))?;
+        }
+        let ring = builder.build().map_err(|e| libbpf_error("ring buffer build", &e))?;
+        let mut cgroups = CgroupPaths::new();
+        let mut drops = DropCounter::default();
+        let mut last_drops = Instant::now();
+        let mut links = Some(links);
+        let mut batch = Vec::with_capacity(1024);
+        loop {
+            let stopping = ctx.shutdown.is_triggered();
+            if stopping {
+                // Detach first, then drain: nothing produced before the detach is lost.
+                drop(links.take());
+            } else if let Err(e) = ring.poll(POLL_TIMEOUT)
+                && e.kind() != ErrorKind::Interrupted
+            {
+                return Err(libbpf_error("ring buffer poll", &e));
+            }
+            // With BPF_RB_NO_WAKEUP below the threshold, poll may time out with data waiting: always consume.
+            if let Err(e) = ring.consume()
+                && e.kind() != ErrorKind::Interrupted
+            {
+                return Err(libbpf_error("ring buffer consume", &e));
+            }
+            // Swap buffers so both keep their capacity across polls.
+            std::mem::swap(&mut batch, &mut *pending.borrow_mut());
+            for (mut ev, cgroup_id) in batch.drain(..) {
+                if cgroup_id != 0 {
+                    ev.process.cgroup = cgroups.resolve(cgroup_id);
+                    ev.process.container_id = ev.process.cgroup.as_deref().and_then(container_id_from_cgroup);
+                }
+                ctx.events.send(ev);
+            }
+            if stopping || last_drops.elapsed() >= DROPS_INTERVAL {
+                last_drops = Instant::now();
+                let lost = drops.delta(&skel);
+                if lost > 0 {
+                    ctx.events.count_lost_upstream(lost);
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+        drop(ring);
+        drop(skel);
+        tracing::debug!(backend = NAME, "detached");
+        Ok(())
+    }
+}
+
+/// Whether the agent may load tracing BPF programs: CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN, in the effective set.
+fn has_bpf_privilege() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return probe::is_root() };
+    let Some(eff) =
+        status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return probe::is_root();
+    };
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+/// Opens the skeleton, writes the agent's tgid into rodata and loads it (no attach).
+fn open_and_load(storage: &mut MaybeUninit<OpenObject>, ring_bytes: Option<u32>) -> Result<SchedSkel<'_>, SourceError> {
+    // Only warnings from this attempt may explain its failure.
+    LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    let mut open = SchedSkelBuilder::default().open(storage).map_err(|e| libbpf_error("open", &e))?;
+    if let Some(bytes) = ring_bytes {
+        open.maps.events.set_max_entries(bytes).map_err(|e| libbpf_error("size events", &e))?;
+    }
+    let Some(rodata) = open.maps.rodata_data.as_deref_mut() else {
+        return Err(SourceError::Failed {
+            backend: NAME,
+            step: "set rodata".into(),
+            message: "the object has no .rodata section (agent_tgid missing)".into(),
+        });
+    };
+    rodata.agent_tgid = std::process::id();
+    open.load().map_err(|e| {
+        let step = match failed_program() {
+            Some(prog) => format!("load {prog}"),
+            None => "load".to_owned(),
+        };
+        libbpf_error(&step, &e)
+    })
+}
+
+/// Maps a libbpf error to the contract: EPERM is a missing privilege (or, with privilege, a kernel policy that
+/// refuses), EOPNOTSUPP/EINVAL-on-missing-feature is unsupported, the rest a failed step.
+fn libbpf_error(step: &str, e: &libbpf_rs::Error) -> SourceError {
+    let detail = recent_libbpf_warnings();
+    let message = if detail.is_empty() { format!("{e:#}") } else { format!("{e:#} ({detail})") };
+    match e.kind() {
+        ErrorKind::PermissionDenied if !has_bpf_privilege() => {
+            SourceError::MissingPrivilege { backend: NAME, what: format!("{step}: {message}") }
+        }
+        ErrorKind::PermissionDenied | ErrorKind::Unsupported => {
+            SourceError::Unsupported { backend: NAME, what: format!("{step}: {message}") }
+        }
+        _ => SourceError::Failed { backend: NAME, step: step.to_owned(), message },
+    }
+}
+
+/// CLOCK_REALTIME - CLOCK_BOOTTIME in ns, read back to back.
+fn realtime_offset_ns() -> Result<i128, SourceError> {
+    use nix::time::{ClockId, clock_gettime};
+    let ns = |c: ClockId| {
+        clock_gettime(c)
+            .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+            .map_err(|e| SourceError::Failed { backend: NAME, step: "read clocks".into(), message: e.to_string() })
+    };
+    let real = ns(ClockId::CLOCK_REALTIME)?;
+    let boot = ns(ClockId::CLOCK_BOOTTIME)?;
+    Ok(real - boot)
+}
+
+// --- libbpf log routing -------------------------------------------------------------------------------------------
+
+/// Last warning lines from libbpf, kept so a failed load can say which program and why.
+static LIBBPF_WARNINGS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+const LIBBPF_WARNINGS_KEPT: usize = 16;
+
+/// Routes libbpf's output into `tracing` at debug (installed once per process).
+fn install_libbpf_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        libbpf_rs::set_print(Some((PrintLevel::Debug, libbpf_print)));
+    });
+}
+
+fn libbpf_print(level: PrintLevel, msg: String) {
+    let msg = msg.trim_end();
+    tracing::debug!(target: "libbpf", "{msg}");
+    if level == PrintLevel::Warn {
+        let mut kept = LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == LIBBPF_WARNINGS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(msg.to_owned());
+    }
+}
+
+/// The program named in libbpf's last "prog 'X': failed to load" warning.
+fn failed_program() -> Option<String> {
+    let kept = LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    kept.iter().rev().find_map(|l| {
+        let rest = &l[l.find("prog '")? + 6..];
+        let name = &rest[..rest.find('\'')?];
+        rest.contains("failed").then(|| name.to_owned())
+    })
+}
+
+/// The last few libbpf warnings joined (and cleared), for an error message.
+fn recent_libbpf_warnings() -> String {
+    let mut kept = LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let lines: Vec<String> = kept.drain(..).filter(|l| l.starts_with("libbpf:")).collect();
+    lines.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join("; ")
+}
+
+// --- kill maps ----------------------------------------------------------------------------------------------------
+
+/// Kill-map entries prepared from an [`ExecKillList`]: validated, canonicalised, encoded as map keys.
+#[derive(Debug, Default)]
+struct KillEntries {
+    /// `kill_exe_exact` keys (zero-padded path) -> rule index.
+    exact: Vec<(Vec<u8>, u32)>,
+    /// `kill_exe_prefix` keys (prefixlen + path) -> rule index.
+    prefixes: Vec<(Vec<u8>, u32)>,
+}
+
+impl KillEntries {
+    fn compile(kill: &ExecKillList) -> Result<Self, SourceError> {
+        let bad = |step: &str, message: String| SourceError::Failed { backend: NAME, step: step.into(), message };
+        let mut out = KillEntries::default();
+        for (path, idx) in &kill.exact {
+            check_rule(kill, path, *idx).map_err(|m| bad("fill kill_exe_exact", m))?;
+            for variant in with_canonical(path, false) {
+                let key = exact_key(&variant).map_err(|m| bad("fill kill_exe_exact", m))?;
+                out.exact.push((key, *idx));
+            }
+        }
+        for (dir, idx) in &kill.dir_prefixes {
+            check_rule(kill, dir, *idx).map_err(|m| bad("fill kill_exe_prefix", m))?;
+            for variant in with_canonical(dir, true) {
+                let key = prefix_key(&variant).map_err(|m| bad("fill kill_exe_prefix", m))?;
+                out.prefixes.push((key, *idx));
+            }
+        }
+        for (entries, map) in [(&out.exact, "kill_exe_exact"), (&out.prefixes, "kill_exe_prefix")] {
+            if entries.len() > KILL_RULES_MAX {
+                return Err(bad(
+                    &format!("fill {map}"),
+                    format!("{} entries, the map holds {KILL_RULES_MAX}", entries.len()),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn fill(&self, skel: &SchedSkel<'_>) -> Result<(), SourceError> {
+        for (key, idx) in &self.exact {
+            skel.maps
+                .kill_exe_exact
+                .update(key, &idx.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| libbpf_error("fill kill_exe_exact", &e))?;
+        }
+        for (key, idx) in &self.prefixes {
+            skel.maps
+                .kill_exe_prefix
+                .update(key, &idx.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| libbpf_error("fill kill_exe_prefix", &e))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_rule(kill: &ExecKillList, path: &str, idx: u32) -> Result<(), String> {
+    let Some(id) = kill.rule_ids.get(idx as usize) else {
+        return Err(format!("{path}: rule index {idx} but only {} rule ids", kill.rule_ids.len()));
+    };
+    if !path.starts_with('/') {
+        return Err(format!("rule {id}: {path} is not an absolute path"));
+    }
+    Ok(())
+}
+
+/// `path` as given, plus its canonical form when that exists and differs (the kernel reports canonical paths).
+/// Directories get a trailing '/'.
+fn with_canonical(path: &str, dir: bool) -> Vec<String> {
+    let norm = |p: &str| if dir && !p.ends_with('/') { format!("{p}/") } else { p.to_owned() };
+    let mut out = vec![norm(path)];
+    if let Ok(canon) = std::fs::canonicalize(path) {
+        let canon = norm(&canon.to_string_lossy());
+        if !out.contains(&canon) {
+            out.push(canon);
+        }
+    }
+    out
+}
+
+fn exact_key(path: &str) -> Result<Vec<u8>, String> {
+    let bytes = path.as_bytes();
+    if bytes.len() > KILL_PATH_MAX {
+        return Err(format!("{path}: longer than {KILL_PATH_MAX} bytes, the kernel kill map's key size"));
+    }
+    let mut key = vec![0u8; size_of::<types::exe_path_key>()];
+    key[offset_of!(types::exe_path_key, path)..][..bytes.len()].copy_from_slice(bytes);
+    Ok(key)
+}
+
+fn prefix_key(dir: &str) -> Result<Vec<u8>, String> {
+    let bytes = dir.as_bytes();
+    if bytes.len() > KILL_PATH_MAX {
+        return Err(format!("{dir}: longer than {KILL_PATH_MAX} bytes, the LPM trie key limit"));
+    }
+    let mut key = vec![0u8; size_of::<types::exe_prefix_key>()];
+    let bits = u32::try_from(bytes.len() * 8).map_err(|_| format!("{dir}: prefix too long"))?;
+    key[offset_of!(types::exe_prefix_key, prefixlen)..][..4].copy_from_slice(&bits.to_ne_bytes());
+    key[offset_of!(types::exe_prefix_key, path)..][..bytes.len()].copy_from_slice(bytes);
+    Ok(key)
+}
+
+// --- decoding -----------------------------------------------------------------------------------------------------
+
+/// Turns ring-buffer samples into events. Pure: no I/O, so it can run inside the ring-buffer callback.
+#[derive(Debug)]
+struct Decoder {
+    rule_ids: Vec<String>,
+    realtime_offset_ns: i128,
+}
+
+fn backend() -> Backend {
+    Backend { mode: Mode::Kernel, source: SourceKind::Ebpf }
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn tty(major: u32, minor: u32) -> Option<String> {
+    if major == 0 { None } else { tty_name(major, minor) }
+}
+
+impl Decoder {
+    /// One sample -> the event and its cgroup v2 id (0 when the record has none).
+    fn decode(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
+        let hdr_bytes = data.get(..size_of::<types::rw_hdr>()).ok_or("shorter than rw_hdr")?;
+        let hdr: &types::rw_hdr = plain::from_bytes(hdr_bytes).map_err(|_| "misaligned rw_hdr")?;
+        if hdr.size as usize != data.len() {
+            return Err("rw_hdr.size differs from the sample length");
+        }
+        match hdr.kind {
+            KIND_EXEC => self.exec(data),
+            KIND_FORK if data.len() == size_of::<types::fork_event>() => self.fork(data),
+            KIND_EXIT if data.len() == size_of::<types::exit_event>() => self.exit(data),
+            KIND_FORK | KIND_EXIT => Err("fixed-size record with the wrong size"),
+            _ => Err("unknown kind"),
+        }
+    }
+
+    fn time(&self, ktime: u64) -> Timestamp {
+        let ns = i128::from(ktime) + self.realtime_offset_ns;
+        Timestamp(u64::try_from(ns.max(0)).unwrap_or(u64::MAX))
+    }
+
+    fn exec(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
+        let fixed = data.get(..size_of::<types::exec_event>()).ok_or("exec_event too short")?;
+        let e: &types::exec_event = plain::from_bytes(fixed).map_err(|_| "misaligned exec_event")?;
+        let tail = &data[size_of::<types::exec_event>()..];
+        let (args_len, exe_len, cwd_len) = (e.args_len as usize, e.exe_len as usize, e.cwd_len as usize);
+        if args_len + exe_len + cwd_len != tail.len() {
+            return Err("exec_event lengths do not add up to the sample");
+        }
+        let (args, rest) = tail.split_at(args_len);
+        let (exe, cwd) = rest.split_at(exe_len);
+        let flags = e.hdr.flags;
+
+        let mut ev = Event::new(Domain::Process, Activity::Exec, backend());
+        ev.time = self.time(e.hdr.ktime);
+        let p = &mut ev.process;
+        p.pid = e.pid;
+        p.tid = e.tid;
+        p.ppid = e.ppid;
+        p.start_ticks = ticks_from_boot_ns(e.start_ns);
+        p.guid = process_guid(e.pid, p.start_ticks);
+        p.start_time = start_time_from_ticks(p.start_ticks);
+        if e.ppid != 0 {
+            p.parent_guid = Some(process_guid(e.ppid, ticks_from_boot_ns(e.parent_start_ns)));
+        }
+        p.exe = lossy(exe);
+        p.comm = cstr(&e.comm);
+        p.cmdline = split_nul(args);
+        p.cmdline_truncated = flags & EXEC_F_ARGS_TRUNCATED != 0;
+        p.cwd = (!cwd.is_empty()).then(|| lossy(cwd));
+        p.uid = e.uid;
+        p.euid = e.euid;
+        p.gid = e.gid;
+        p.session_id = e.session_id;
+        p.tty = tty(e.tty_major, e.tty_minor);
+        p.partial = flags & EXEC_F_EXE_FROM_FILENAME != 0;
+        if flags & EXEC_F_KILLED != 0 {
+            ev.action = Action::Killed;
+            ev.rule = self.rule_ids.get(e.kill_rule as usize).cloned();
+        }
+        Ok((ev, e.cgroup_id))
+    }
+
+    fn fork(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
+        let e: &types::fork_event = plain::from_bytes(data).map_err(|_| "fork_event too short or misaligned")?;
+        let mut ev = Event::new(Domain::Process, Activity::Fork, backend());
+        ev.time = self.time(e.hdr.ktime);
+        let p = &mut ev.process;
+        p.pid = e.pid;
+        p.tid = e.tid;
+        p.ppid = e.ppid;
+        p.start_ticks = ticks_from_boot_ns(e.start_ns);
+        p.guid = process_guid(e.pid, p.start_ticks);
+        p.start_time = start_time_from_ticks(p.start_ticks);
+        if e.ppid != 0 {
+            p.parent_guid = Some(process_guid(e.ppid, ticks_from_boot_ns(e.parent_start_ns)));
+        }
+        p.comm = cstr(&e.comm);
+        p.uid = e.uid;
+        p.euid = e.euid;
+        p.gid = e.gid;
+        p.session_id = e.session_id;
+        p.tty = tty(e.tty_major, e.tty_minor);
+        Ok((ev, e.cgroup_id))
+    }
+
+    fn exit(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
+        let e: &types::exit_event = plain::from_bytes(data).map_err(|_| "exit_event too short or misaligned")?;
+        let mut ev = Event::new(Domain::Process, Activity::Exit, backend());
+        ev.time = self.time(e.hdr.ktime);
+        let p = &mut ev.process;
+        p.pid = e.pid;
+        p.tid = e.tid;
+        p.ppid = e.ppid;
+        p.start_ticks = ticks_from_boot_ns(e.start_ns);
+        p.guid = process_guid(e.pid, p.start_ticks);
+        p.start_time = start_time_from_ticks(p.start_ticks);
+        p.comm = cstr(&e.comm);
+        // wait(2) status: low 7 bits = terminating signal (0 for a normal exit), bits 8..15 = exit code.
+        let signal = (e.status & 0x7f) as i32;
+        if signal == 0 {
+            p.exit_code = Some(((e.status >> 8) & 0xff) as i32);
+        } else {
+            p.exit_signal = Some(signal);
+        }
+        Ok((ev, 0))
+    }
+}
+
+// --- counters and cgroups -----------------------------------------------------------------------------------------
+
+/// Running total of the per-CPU `drops` map, to report deltas.
+#[derive(Debug, Default)]
+struct DropCounter {
+    reported: u64,
+}
+
+impl DropCounter {
+    fn delta(&mut self, skel: &SchedSkel<'_>) -> u64 {
+        let total = match skel.maps.drops.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
+            Ok(Some(per_cpu)) => per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+                .sum::<u64>(),
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::debug!(backend = NAME, error = %e, "reading drops failed");
+                return 0;
+            }
+        };
+        let delta = total.saturating_sub(self.reported);
+        self.reported = total;
+        delta
+    }
+}
+
+/// cgroup v2 id -> path (as /proc/PID/cgroup's `0::` line shows it), from the inode numbers of the cgroup2 tree.
+#[derive(Debug)]
+struct CgroupPaths {
+    root: Option<PathBuf>,
+    by_id: HashMap<u64, String>,
+    last_scan: Option<Instant>,
+}
+
+impl CgroupPaths {
+    fn new() -> Self {
+        CgroupPaths { root: probe::cgroup2_mount(), by_id: HashMap::new(), last_scan: None }
+    }
+
+    fn resolve(&mut self, id: u64) -> Option<String> {
+        if let Some(p) = self.by_id.get(&id) {
+            return Some(p.clone());
+        }
+        if self.last_scan.is_some_and(|t| t.elapsed() < CGROUP_RESCAN) {
+            return None;
+        }
+        self.last_scan = Some(Instant::now());
+        let root = self.root.clone()?;
+        self.by_id.clear();
+        scan_cgroups(&root, &root, &mut self.by_id);
+        self.by_id.get(&id).cloned()
+    }
+}
+
+fn scan_cgroups(root: &Path, dir: &Path, out: &mut HashMap<u64, String>) {
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
+    let rel = dir.strip_prefix(root).map(|r| format!("/{}", r.to_string_lossy())).unwrap_or_else(|_| "/".into());
+    out.insert(meta.ino(), rel);
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            scan_cgroups(root, &entry.path(), out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sample buffer with the 8-byte alignment the ring buffer guarantees.
+    #[repr(C, align(8))]
+    struct Sample([u8; 512]);
+
+    fn decoder() -> Decoder {
+        Decoder { rule_ids: vec!["no-tmp".into(), "deny-x".into()], realtime_offset_ns: 1_000 }
+    }
+
+    fn exec_sample(buf: &mut Sample, args: &[u8], exe: &[u8], cwd: &[u8], flags: u8) -> usize {
+        let len = size_of::<types::exec_event>() + args.len() + exe.len() + cwd.len();
+        let ev = types::exec_event {
+            hdr: types::rw_hdr { ktime: 5_000, size: len as u32, kind: KIND_EXEC, flags, _pad: 0 },
+            start_ns: 1_234_560_000_000,
+            parent_start_ns: 20_000_000,
+            pid: 42,
+            tid: 43,
+            ppid: 7,
+            uid: 1000,
+            euid: 0,
+            session_id: 7,
+            tty_major: 136,
+            tty_minor: 3,
+            kill_rule: 1,
+            args_len: args.len() as u16,
+            exe_len: exe.len() as u16,
+            cwd_len: cwd.len() as u16,
+            comm: *b"echo\0\0\0\0\0\0\0\0\0\0\0\0",
+            ..Default::default()
+        };
+        let fixed = plain_bytes(&ev);
+        buf.0[..fixed.len()].copy_from_slice(&fixed);
+        let mut at = fixed.len();
+        for part in [args, exe, cwd] {
+            buf.0[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        len
+    }
+
+    /// Field-by-field encoding (no unsafe byte view of a struct with possible padding).
+    fn plain_bytes(ev: &types::exec_event) -> Vec<u8> {
+        let mut b = vec![0u8; size_of::<types::exec_event>()];
+        let mut put = |off: usize, bytes: &[u8]| b[off..off + bytes.len()].copy_from_slice(bytes);
+        put(0, &ev.hdr.ktime.to_ne_bytes());
+        put(8, &ev.hdr.size.to_ne_bytes());
+        put(12, &ev.hdr.kind.to_ne_bytes());
+        put(14, &[ev.hdr.flags]);
+        put(offset_of!(types::exec_event, start_ns), &ev.start_ns.to_ne_bytes());
+        put(offset_of!(types::exec_event, parent_start_ns), &ev.parent_start_ns.to_ne_bytes());
+        put(offset_of!(types::exec_event, pid), &ev.pid.to_ne_bytes());
+        put(offset_of!(types::exec_event, tid), &ev.tid.to_ne_bytes());
+        put(offset_of!(types::exec_event, ppid), &ev.ppid.to_ne_bytes());
+        put(offset_of!(types::exec_event, uid), &ev.uid.to_ne_bytes());
+        put(offset_of!(types::exec_event, session_id), &ev.session_id.to_ne_bytes());
+        put(offset_of!(types::exec_event, tty_major), &ev.tty_major.to_ne_bytes());
+        put(offset_of!(types::exec_event, tty_minor), &ev.tty_minor.to_ne_bytes());
+        put(offset_of!(types::exec_event, kill_rule), &ev.kill_rule.to_ne_bytes());
+        put(offset_of!(types::exec_event, args_len), &ev.args_len.to_ne_bytes());
+        put(offset_of!(types::exec_event, exe_len), &ev.exe_len.to_ne_bytes());
+        put(offset_of!(types::exec_event, cwd_len), &ev.cwd_len.to_ne_bytes());
+        put(offset_of!(types::exec_event, comm), &ev.comm);
+        b
+    }
+
+    #[test]
+    fn exec_sample_decodes_into_the_contract() {
+        let mut buf = Sample([0; 512]);
+        let len = exec_sample(&mut buf, b"/bin/echo\0hi there\0", b"/usr/bin/echo", b"/root", EXEC_F_KILLED);
+        let (ev, _) = decoder().decode(&buf.0[..len]).expect("valid sample");
+        assert_eq!(ev.activity, Activity::Exec);
+        assert_eq!(ev.backend, backend());
+        let p = &ev.process;
+        assert_eq!((p.pid, p.tid, p.ppid), (42, 43, 7));
+        assert_eq!(p.cmdline, vec!["/bin/echo", "hi there"]);
+        assert_eq!(p.exe, "/usr/bin/echo");
+        assert_eq!(p.cwd.as_deref(), Some("/root"));
+        assert_eq!(p.comm, "echo");
+        assert_eq!(p.start_ticks, 123_456);
+        assert_eq!(p.guid, process_guid(42, 123_456));
+        assert_eq!(p.parent_guid, Some(process_guid(7, 2)));
+        assert_eq!(p.tty.as_deref(), Some("pts/3"));
+        assert_eq!(ev.time, Timestamp(6_000));
+        assert_eq!(ev.action, Action::Killed);
+        assert_eq!(ev.rule.as_deref(), Some("deny-x"));
+        assert!(!p.cmdline_truncated && !p.partial);
+    }
+
+    #[test]
+    fn bad_samples_are_rejected_not_panicked_on() {
+        let d = decoder();
+        let mut buf = Sample([0; 512]);
+        let len = exec_sample(&mut buf, b"a\0", b"/x", b"", 0);
+        assert!(d.decode(&buf.0[..len]).is_ok());
+        // Truncated sample: size no longer matches.
+        assert!(d.decode(&buf.0[..len - 1]).is_err());
+        // Too short for a header, and empty.
+        assert!(d.decode(&buf.0[..7]).is_err());
+        assert!(d.decode(&[]).is_err());
+        // Declared lengths that do not add up.
+        buf.0[offset_of!(types::exec_event, args_len)] = 200;
+        assert!(d.decode(&buf.0[..len]).is_err());
+        // Unknown kind.
+        let mut buf = Sample([0; 512]);
+        let len = exec_sample(&mut buf, b"", b"", b"", 0);
+        buf.0[12] = 99;
+        assert!(d.decode(&buf.0[..len]).is_err());
+        // A fork header on an exec-sized sample.
+        buf.0[12] = KIND_FORK as u8;
+        assert!(d.decode(&buf.0[..len]).is_err());
+    }
+
+    #[test]
+    fn exit_status_splits_into_code_or_signal() {
+        let d = decoder();
+        let mut buf = Sample([0; 512]);
+        let n = size_of::<types::exit_event>();
+        buf.0[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
+        buf.0[12..14].copy_from_slice(&KIND_EXIT.to_ne_bytes());
+        let status_at = offset_of!(types::exit_event, status);
+        buf.0[status_at..status_at + 4].copy_from_slice(&(7u32 << 8).to_ne_bytes());
+        let (ev, _) = d.decode(&buf.0[..n]).expect("valid exit");
+        assert_eq!((ev.process.exit_code, ev.process.exit_signal), (Some(7), None));
+        buf.0[status_at..status_at + 4].copy_from_slice(&15u32.to_ne_bytes());
+        let (ev, _) = d.decode(&buf.0[..n]).expect("valid exit");
+        assert_eq!((ev.process.exit_code, ev.process.exit_signal), (None, Some(15)));
+    }
+
+    #[test]
+    fn kill_keys_are_padded_and_prefixes_end_in_slash() {
+        let key = exact_key("/bin/true").expect("short path");
+        assert_eq!(key.len(), 256);
+        assert_eq!(&key[..9], b"/bin/true");
+        assert!(key[9..].iter().all(|b| *b == 0));
+        assert!(exact_key(&"/x".repeat(200)).is_err());
+        let key = prefix_key("/tmp/").expect("short dir");
+        assert_eq!(u32::from_ne_bytes(key[..4].try_into().expect("4 bytes")), 40);
+        assert_eq!(&key[4..9], b"/tmp/");
+        assert_eq!(with_canonical("/no/such/dir", true), vec!["/no/such/dir/".to_owned()]);
+    }
+
+    #[test]
+    fn kill_list_with_bad_index_or_relative_path_is_refused() {
+        let list = ExecKillList { rule_ids: vec!["r".into()], exact: vec![("/x".into(), 1)], dir_prefixes: vec![] };
+        assert!(KillEntries::compile(&list).is_err());
+        let list = ExecKillList { rule_ids: vec!["r".into()], exact: vec![("x".into(), 0)], dir_prefixes: vec![] };
+        assert!(KillEntries::compile(&list).is_err());
+        let list = ExecKillList { rule_ids: vec!["r".into()], exact: vec![], dir_prefixes: vec![("/opt/x".into(), 0)] };
+        let entries = KillEntries::compile(&list).expect("valid list");
+        assert_eq!(entries.prefixes.len(), 1);
+    }
+
+    #[test]
+    fn ring_buffer_overflow_is_counted_as_lost_upstream() {
+        use ringwatch_core::sink::{MemorySink, Sink};
+        use ringwatch_core::{Pipeline, Shutdown};
+        if !ProcessKernel::probe().available {
+            eprintln!("skipping: process/kernel unavailable here");
+            return;
+        }
+        // 16 KiB holds a few dozen records; nobody reads it until the workload is done.
+        let source = ProcessKernel::start_with_ring(&ExecKillList::default(), Some(16 * 1024)).expect("start");
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done"])
+            .status()
+            .expect("spawn sh");
+        assert!(status.success());
+        let pipeline = Pipeline::new(1 << 16);
+        let stats = pipeline.stats();
+        let shutdown = Shutdown::new();
+        shutdown.trigger();
+        let ctx = SourceContext { events: pipeline.sender(NAME), shutdown };
+        Box::new(source).run(ctx).expect("run");
+        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(MemorySink::default())];
+        pipeline.run("h", &mut ringwatch_core::proc_table::ProcessTable::empty(), &mut [], &mut sinks);
+        let (queue_full, lost, malformed) = stats.losses().get(NAME).copied().unwrap_or_default();
+        assert_eq!((queue_full, malformed), (0, 0));
+        // 300 processes make 900 records; at most a few dozen fit.
+        assert!(lost >= 600, "overflow counted as lost_upstream: {lost}");
+        let written = stats.written.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(written > 0 && written < 300, "what fitted was delivered: {written}");
+    }
+
+    #[test]
+    fn probe_reports_why_when_unprivileged_or_says_what_it_uses() {
+        let p = ProcessKernel::probe();
+        assert_eq!((p.domain, p.mode, p.source), (Domain::Process, Mode::Kernel, SourceKind::Ebpf));
+        if has_bpf_privilege() && probe::has_kernel_btf() {
+            assert!(p.available, "privileged with BTF but unavailable: {}", p.detail);
+        } else {
+            assert!(!p.available && !p.detail.is_empty());
+        }
+    }
+}
