@@ -123,7 +123,8 @@ impl ProcessTable {
         if let Some(known) = self.by_pid.get(&pid) {
             let same = p.guid.is_empty() || p.guid == known.guid;
             if same {
-                fill_missing(p, known);
+                // An exec replaced the image: what the table knows about exe/argv describes the old program.
+                fill_missing(p, known, ev.activity != Activity::Exec || ev.domain != Domain::Process);
             }
         }
         if p.guid.is_empty() && p.start_ticks > 0 {
@@ -196,7 +197,7 @@ fn merge_exec(entry: &mut Process, p: &Process) {
     entry.gid = p.gid;
 }
 
-fn fill_missing(p: &mut Process, known: &Process) {
+fn fill_missing(p: &mut Process, known: &Process, fill_image: bool) {
     if p.guid.is_empty() {
         p.guid = known.guid.clone();
         p.start_ticks = known.start_ticks;
@@ -208,15 +209,17 @@ fn fill_missing(p: &mut Process, known: &Process) {
     if p.parent_guid.is_none() {
         p.parent_guid = known.parent_guid.clone();
     }
-    if p.exe.is_empty() {
-        p.exe = known.exe.clone();
-    }
-    if p.cmdline.is_empty() {
-        p.cmdline = known.cmdline.clone();
-        p.cmdline_truncated = known.cmdline_truncated;
-    }
-    if p.comm.is_empty() {
-        p.comm = known.comm.clone();
+    if fill_image {
+        if p.exe.is_empty() {
+            p.exe = known.exe.clone();
+        }
+        if p.cmdline.is_empty() {
+            p.cmdline = known.cmdline.clone();
+            p.cmdline_truncated = known.cmdline_truncated;
+        }
+        if p.comm.is_empty() {
+            p.comm = known.comm.clone();
+        }
     }
     if p.cwd.is_none() {
         p.cwd = known.cwd.clone();
@@ -236,6 +239,11 @@ fn fill_missing(p: &mut Process, known: &Process) {
 /// Reads everything /proc says about `pid`; `None` when the process is gone (or is a thread).
 pub fn read_proc_process(pid: u32) -> Option<Process> {
     let base = format!("/proc/{pid}");
+    // exe, cmdline and cwd go first: they are the first to vanish when the process exits (mm and fs are released
+    // before the task is reaped), while stat and status stay readable until then.
+    let exe = fs::read_link(format!("{base}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let cmdline = fs::read(format!("{base}/cmdline")).map(|b| split_nul(&b)).unwrap_or_default();
+    let cwd = fs::read_link(format!("{base}/cwd")).ok().map(|p| p.to_string_lossy().into_owned());
     let stat = fs::read_to_string(format!("{base}/stat")).ok()?;
     let stat = parse_stat(&stat)?;
     let status = fs::read_to_string(format!("{base}/status")).ok()?;
@@ -248,9 +256,6 @@ pub fn read_proc_process(pid: u32) -> Option<Process> {
     };
     let uids = ids("Uid:");
     let gids = ids("Gid:");
-    let exe = fs::read_link(format!("{base}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    let cmdline = fs::read(format!("{base}/cmdline")).map(|b| split_nul(&b)).unwrap_or_default();
-    let cwd = fs::read_link(format!("{base}/cwd")).ok().map(|p| p.to_string_lossy().into_owned());
     let cgroup = fs::read_to_string(format!("{base}/cgroup"))
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("0::").map(str::to_owned)));
@@ -442,6 +447,20 @@ mod tests {
         assert_eq!(exec.process.parent_guid.as_deref(), Some(process_guid(11, 6).as_str()));
         assert_eq!(exec.process.ancestry, vec![process_guid(11, 6), process_guid(10, 5)]);
         assert_eq!(t.get(12).map(|p| p.exe.as_str()), Some("/bin/true"));
+    }
+
+    #[test]
+    fn a_partial_exec_does_not_inherit_the_old_image() {
+        let mut t = ProcessTable::empty();
+        let mut fork = ev(Activity::Fork, 10, 1, 5);
+        fork.process.exe = "/usr/bin/dash".into();
+        t.observe(&fork);
+        let mut exec = ev(Activity::Exec, 10, 1, 5);
+        exec.process.guid.clear();
+        exec.process.partial = true;
+        t.enrich(&mut exec);
+        assert_eq!(exec.process.guid, process_guid(10, 5), "identity still comes from the table");
+        assert!(exec.process.exe.is_empty(), "the pre-exec image must not be reported as the new one");
     }
 
     #[test]
