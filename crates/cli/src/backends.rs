@@ -141,11 +141,9 @@ impl ModeSpec {
             })?;
             let targets: Vec<Domain> = match domain.trim() {
                 "all" => Domain::MONITORED.to_vec(),
-                name => vec![
-                    *Domain::MONITORED.iter().find(|d| d.as_str() == name).ok_or_else(|| {
-                        UsageError(format!("--mode: unknown domain `{name}`; use process, file, network, keystroke or all"))
-                    })?,
-                ],
+                name => vec![*Domain::MONITORED.iter().find(|d| d.as_str() == name).ok_or_else(|| {
+                    UsageError(format!("--mode: unknown domain `{name}`; use process, file, network, keystroke or all"))
+                })?],
             };
             for (d, c) in choices.iter_mut() {
                 if targets.contains(d) {

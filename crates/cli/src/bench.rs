@@ -78,10 +78,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             let s = one_storm(&dir, round, *mode, hook.as_deref(), args.execs)
                 .with_context(|| format!("round {round}, {name}"))?;
-            eprintln!(
-                "round {round} {name:<22} {:.3}s  cpu {:.3}s  events {}  drops {}",
-                s.0, s.1, s.2, s.3
-            );
+            eprintln!("round {round} {name:<22} {:.3}s  cpu {:.3}s  events {}  drops {}", s.0, s.1, s.2, s.3);
             samples[i].push(s);
         }
     }
@@ -125,7 +122,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// One storm; returns (wall seconds, agent CPU seconds, exec events for the storm, drops).
-fn one_storm(dir: &Path, round: u32, mode: Option<&str>, hook: Option<&Path>, execs: u32) -> Result<(f64, f64, u64, u64)> {
+fn one_storm(
+    dir: &Path,
+    round: u32,
+    mode: Option<&str>,
+    hook: Option<&Path>,
+    execs: u32,
+) -> Result<(f64, f64, u64, u64)> {
     let out = dir.join(format!("events-{round}-{}.jsonl", mode.unwrap_or("none").replace('=', "-")));
     let socket = dir.join("hook.sock");
     let mut agent = match mode {

@@ -69,11 +69,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let policy = Arc::new(policy);
     let decider: Arc<dyn Decider> = policy.clone();
-    let cfg = StartConfig {
-        exec_kill_list: policy.exec_kill_list(),
-        decider,
-        hook_socket: args.hook_socket.clone(),
-    };
+    let cfg = StartConfig { exec_kill_list: policy.exec_kill_list(), decider, hook_socket: args.hook_socket.clone() };
     let pipeline = Pipeline::new(QUEUE_CAPACITY);
     let agent_tx = pipeline.sender("agent");
     let probes = probe_all();
@@ -111,7 +107,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         }
         if fallback_needed && !started_kernel {
-            for (spec, probe) in probes.iter().filter(|(s, p)| s.domain == domain && s.mode == ringwatch_core::Mode::User && p.available) {
+            for (spec, probe) in
+                probes.iter().filter(|(s, p)| s.domain == domain && s.mode == ringwatch_core::Mode::User && p.available)
+            {
                 match spec.start(&cfg) {
                     Ok(src) => {
                         tracing::info!(backend = %spec.label(), detail = %probe.detail, "started (fallback)");

@@ -31,7 +31,8 @@ fn probe_lists_all_eight_domain_mode_pairs_and_exits_0() {
 fn malformed_policy_exits_2_naming_the_line() {
     let dir = temp_dir("policy");
     let path = dir.path().join("bad.yaml");
-    fs::write(&path, "rules:\n  - id: a\n    domain: process\n    match: { exe: [/bin/x\n    action: kill\n").expect("write");
+    fs::write(&path, "rules:\n  - id: a\n    domain: process\n    match: { exe: [/bin/x\n    action: kill\n")
+        .expect("write");
     let out = run(&["policy", "check", path.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -42,7 +43,8 @@ fn malformed_policy_exits_2_naming_the_line() {
 fn unknown_policy_field_exits_2_naming_field_and_line() {
     let dir = temp_dir("policy");
     let path = dir.path().join("unknown.yaml");
-    fs::write(&path, "rules:\n  - id: a\n    domain: process\n    match: { exe: /bin/x }\n    actoin: kill\n").expect("write");
+    fs::write(&path, "rules:\n  - id: a\n    domain: process\n    match: { exe: /bin/x }\n    actoin: kill\n")
+        .expect("write");
     let out = run(&["policy", "check", path.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -56,8 +58,11 @@ fn unknown_policy_field_exits_2_naming_field_and_line() {
 fn valid_policy_checks_ok_and_says_where_it_is_enforced() {
     let dir = temp_dir("policy");
     let path = dir.path().join("ok.yaml");
-    fs::write(&path, "rules:\n  - id: no-tmp\n    domain: process\n    match: { exe: \"/tmp/**\" }\n    action: kill\n")
-        .expect("write");
+    fs::write(
+        &path,
+        "rules:\n  - id: no-tmp\n    domain: process\n    match: { exe: \"/tmp/**\" }\n    action: kill\n",
+    )
+    .expect("write");
     let out = run(&["policy", "check", path.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no-tmp: kill at exec of /tmp/ enforced in the kernel"));

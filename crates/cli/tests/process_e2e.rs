@@ -138,7 +138,7 @@ fn agent_keeps_running_when_a_hook_sends_garbage() {
         .expect("socket");
         let addr = nix::sys::socket::UnixAddr::new(&agent.socket).expect("addr");
         nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr).expect("connect");
-        let mut f = std::fs::File::from(sock);
+        let mut f = fs::File::from(sock);
         let _ = f.write_all(garbage);
     }
     let tok = token("after-garbage");

@@ -110,24 +110,23 @@ impl ProcessTable {
     /// Fills in what the backend did not know: guid, parent guid, ancestry, user name, exe, session, cgroup.
     pub fn enrich(&mut self, ev: &mut Event) {
         let pid = ev.process.pid;
-        if pid == 0 {
-            return;
-        }
-        if !self.by_pid.contains_key(&pid)
+        // pid 0: a posix_spawn seen by the hook before the child exists; only the parent side can be filled.
+        if pid != 0
+            && !self.by_pid.contains_key(&pid)
             && self.read_proc_on_miss
             && let Some(p) = read_proc_process(pid)
         {
             self.by_pid.insert(pid, p);
         }
         let p = &mut ev.process;
-        if let Some(known) = self.by_pid.get(&pid) {
+        if let Some(known) = self.by_pid.get(&pid).filter(|_| pid != 0) {
             let same = p.guid.is_empty() || p.guid == known.guid;
             if same {
                 // An exec replaced the image: what the table knows about exe/argv describes the old program.
                 fill_missing(p, known, ev.activity != Activity::Exec || ev.domain != Domain::Process);
             }
         }
-        if p.guid.is_empty() && p.start_ticks > 0 {
+        if p.guid.is_empty() && p.start_ticks > 0 && pid != 0 {
             p.guid = process_guid(pid, p.start_ticks);
         }
         if p.start_time.0 == 0 && p.start_ticks > 0 {

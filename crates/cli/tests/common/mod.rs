@@ -120,11 +120,7 @@ impl Drop for Agent {
 
 /// Parses a JSON-lines file (a torn last line is ignored).
 pub fn read_events(path: &Path) -> Vec<Value> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 /// Process events of `activity` whose argv contains `token`.
