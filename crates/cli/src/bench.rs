@@ -51,6 +51,7 @@ struct Row {
     ratio: f64,
     agent_cpu_s_per_1000_execs: f64,
     exec_events: u64,
+    with_argv: u64,
     expected: u32,
     drops: u64,
 }
@@ -70,7 +71,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("ringwatch-bench-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let hook = ringwatch_domains::preload::hook_library_path();
-    let mut samples: Vec<Vec<(f64, f64, u64, u64)>> = vec![Vec::new(); CONFIGS.len()];
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); CONFIGS.len()];
     for round in 0..args.rounds {
         for (i, (name, mode)) in CONFIGS.iter().enumerate() {
             if *name == "user (preload)" && hook.is_none() {
@@ -78,25 +79,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             let s = one_storm(&dir, round, *mode, hook.as_deref(), args.execs)
                 .with_context(|| format!("round {round}, {name}"))?;
-            eprintln!("round {round} {name:<22} {:.3}s  cpu {:.3}s  events {}  drops {}", s.0, s.1, s.2, s.3);
+            eprintln!(
+                "round {round} {name:<22} {:.3}s  cpu {:.3}s  events {} (with argv {})  drops {}",
+                s.wall, s.cpu, s.events, s.with_argv, s.drops
+            );
             samples[i].push(s);
         }
     }
-    let base = median(samples[0].iter().map(|s| s.0).collect());
+    let base = median(samples[0].iter().map(|s| s.wall).collect());
     let rows: Vec<Row> = CONFIGS
         .iter()
         .zip(&samples)
         .filter(|(_, s)| !s.is_empty())
         .map(|((name, _), s)| {
-            let wall = median(s.iter().map(|x| x.0).collect());
+            let wall = median(s.iter().map(|x| x.wall).collect());
             Row {
                 config: name,
                 wall_s: wall,
                 ratio: wall / base,
-                agent_cpu_s_per_1000_execs: median(s.iter().map(|x| x.1).collect()) * 1000.0 / f64::from(args.execs),
-                exec_events: s.iter().map(|x| x.2).min().unwrap_or(0),
+                agent_cpu_s_per_1000_execs: median(s.iter().map(|x| x.cpu).collect()) * 1000.0 / f64::from(args.execs),
+                exec_events: s.iter().map(|x| x.events).min().unwrap_or(0),
+                with_argv: s.iter().map(|x| x.with_argv).min().unwrap_or(0),
                 expected: args.execs,
-                drops: s.iter().map(|x| x.3).max().unwrap_or(0),
+                drops: s.iter().map(|x| x.drops).max().unwrap_or(0),
             }
         })
         .collect();
@@ -106,12 +111,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
         args.rounds,
         fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     );
-    println!("| configuration | wall s | ratio | agent CPU s / 1000 execs | exec events (min) | drops (max) |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| configuration | wall s | ratio | agent CPU s / 1000 execs | exec events (min) | with exe+argv (min) | drops (max) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.3} | {:.3}x | {:.4} | {}/{} | {} |",
-            r.config, r.wall_s, r.ratio, r.agent_cpu_s_per_1000_execs, r.exec_events, r.expected, r.drops
+            "| {} | {:.3} | {:.3}x | {:.4} | {}/{} | {}/{} | {} |",
+            r.config,
+            r.wall_s,
+            r.ratio,
+            r.agent_cpu_s_per_1000_execs,
+            r.exec_events,
+            r.expected,
+            r.with_argv,
+            r.expected,
+            r.drops
         );
     }
     if let Some(path) = &args.json {
@@ -121,14 +136,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// One storm; returns (wall seconds, agent CPU seconds, exec events for the storm, drops).
-fn one_storm(
-    dir: &Path,
-    round: u32,
-    mode: Option<&str>,
-    hook: Option<&Path>,
-    execs: u32,
-) -> Result<(f64, f64, u64, u64)> {
+/// What one storm measured.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    /// Wall seconds of the storm.
+    wall: f64,
+    /// Agent CPU seconds from the storm's start to half a second after its end.
+    cpu: f64,
+    /// Exec events whose parent is the storm shell.
+    events: u64,
+    /// Of those, the ones naming the program and its argv (the proc connector loses them for some processes).
+    with_argv: u64,
+    /// Events the agent reported dropped or lost.
+    drops: u64,
+}
+
+/// One storm with the agent in `mode` (or none).
+fn one_storm(dir: &Path, round: u32, mode: Option<&str>, hook: Option<&Path>, execs: u32) -> Result<Sample> {
     let out = dir.join(format!("events-{round}-{}.jsonl", mode.unwrap_or("none").replace('=', "-")));
     let socket = dir.join("hook.sock");
     let mut agent = match mode {
@@ -152,14 +176,14 @@ fn one_storm(
     if !status.success() {
         bail!("storm shell failed: {status}");
     }
-    let (mut cpu, mut events, mut drops) = (0.0, 0, 0);
+    let mut sample = Sample { wall, ..Sample::default() };
     if let Some(a) = agent.as_mut() {
         std::thread::sleep(Duration::from_millis(500));
-        cpu = cpu_seconds(a.id()) - cpu_before;
+        sample.cpu = cpu_seconds(a.id()) - cpu_before;
         stop_agent(a)?;
-        (events, drops) = count_storm_events(&out, shell_pid)?;
+        count_storm_events(&out, shell_pid, &mut sample)?;
     }
-    Ok((wall, cpu, events, drops))
+    Ok(sample)
 }
 
 fn start_agent(mode: &str, out: &Path, socket: &Path) -> Result<Child> {
@@ -202,22 +226,21 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / ringwatch_core::guid::USER_HZ as f64
 }
 
-/// Exec events whose parent is the storm shell, and the sum of drop counts, from an agent's output.
-fn count_storm_events(out: &Path, shell_pid: u32) -> Result<(u64, u64)> {
-    let (mut events, mut drops) = (0, 0);
+/// Counts the storm's exec events (parent = the storm shell) and the drops in an agent's output.
+fn count_storm_events(out: &Path, shell_pid: u32, sample: &mut Sample) -> Result<()> {
     for line in BufReader::new(fs::File::open(out)?).lines() {
         let v: serde_json::Value = serde_json::from_str(&line?)?;
         let activity = v["activity"].as_str().unwrap_or("");
-        if activity == "exec"
-            && v["process"]["ppid"].as_u64() == Some(u64::from(shell_pid))
-            && v["process"]["exe"].as_str().is_some_and(|e| e.ends_with("/true"))
-        {
-            events += 1;
+        if activity == "exec" && v["process"]["ppid"].as_u64() == Some(u64::from(shell_pid)) {
+            sample.events += 1;
+            let exe_ok = v["process"]["exe"].as_str().is_some_and(|e| e.ends_with("/true"));
+            let argv_ok = v["process"]["cmdline"][0].as_str().is_some_and(|a| a.ends_with("/true"));
+            sample.with_argv += u64::from(exe_ok && argv_ok);
         } else if activity == "drop" {
-            drops += v["sensor"]["count"].as_u64().unwrap_or(0);
+            sample.drops += v["sensor"]["count"].as_u64().unwrap_or(0);
         }
     }
-    Ok((events, drops))
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
