@@ -26,11 +26,22 @@ const EXIT_USAGE: u8 = 2;
 /// Exit code: missing privilege or kernel feature.
 const EXIT_MISSING_CAPABILITY: u8 = 3;
 
+const AFTER_HELP: &str = "\
+Examples:
+  ringwatch probe                                   what can run on this host, and why not
+  ringwatch run --duration 10 | jq .                every process event for 10 s, best mode per domain
+  ringwatch run --mode process=kernel --policy examples/policy.yaml --out /var/log/ringwatch.jsonl
+  ringwatch policy check examples/policy.yaml       validate; errors name file:line: field
+  env $(ringwatch hook env) bash                    a shell whose execs the user-mode hook reports
+  ringwatch bench process                           exec storm: no sensor vs each backend
+
+Exit codes: 0 ok, 1 runtime error, 2 usage or bad policy, 3 missing privilege or kernel feature.";
+
 /// ringwatch: a Linux endpoint security sensor. It watches processes (and, as they land, files, network and
 /// keystrokes) from the kernel (eBPF, fanotify) or from user space (netlink, LD_PRELOAD hooks), enforces a policy,
 /// and writes one JSON event per line.
 #[derive(Parser, Debug)]
-#[command(name = "ringwatch", version, propagate_version = true, max_term_width = 110)]
+#[command(name = "ringwatch", version, propagate_version = true, max_term_width = 110, after_help = AFTER_HELP)]
 struct Cli {
     /// More logging on stderr (-v: debug, -vv: trace, including libbpf's own messages).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

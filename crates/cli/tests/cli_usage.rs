@@ -94,3 +94,11 @@ fn run_without_root_exits_3_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"));
 }
+
+#[test]
+fn the_example_policy_in_the_repo_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policy.yaml");
+    let out = run(&["policy", "check", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no-tmp-exec: kill at exec of /tmp/, /dev/shm/"));
+}

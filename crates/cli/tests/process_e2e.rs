@@ -5,11 +5,30 @@ mod common;
 
 use std::fs;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Agent, backend_available, copy_true, execs_with, hook_library, sh_status, temp_dir, token};
 
-fn kill_policy(dir: &std::path::Path) -> String {
+/// The hook library when the preload backend can run here; `None` (after saying why) otherwise.
+fn preload_hook() -> Option<PathBuf> {
+    if !backend_available("process", "preload") {
+        return None;
+    }
+    let lib = hook_library();
+    if lib.is_none() {
+        eprintln!("SKIP: libringwatch_hook.so not built next to the binary");
+    }
+    lib
+}
+
+/// `sh_status` with the hook library injected and pointed at the agent's socket.
+fn hooked_sh_status(cmd: &str, lib: &Path, agent: &Agent) -> i32 {
+    let socket = agent.socket.display().to_string();
+    sh_status(cmd, &[("LD_PRELOAD", lib.to_str().expect("utf8")), ("RINGWATCH_HOOK_SOCKET", socket.as_str())])
+}
+
+fn kill_policy(dir: &Path) -> String {
     let path = dir.join("policy.yaml");
     let blocked = dir.join("blocked");
     fs::write(
@@ -74,21 +93,13 @@ fn exec_from_blocked_dir_is_killed_in_kernel_mode() {
 
 #[test]
 fn exec_from_blocked_dir_is_refused_by_the_preload_hook() {
-    if !backend_available("process", "preload") {
-        return;
-    }
-    let Some(lib) = hook_library() else {
-        eprintln!("SKIP: libringwatch_hook.so not built next to the binary");
-        return;
-    };
+    let Some(lib) = preload_hook() else { return };
     let dir = temp_dir("e2e-deny");
     let policy = kill_policy(dir.path());
     let blocked = copy_true(dir.path(), "blocked/true");
     let agent = Agent::start(dir.path(), &["--mode", "all=off,process=preload", "--policy", &policy]);
-    let socket = agent.socket.display().to_string();
-    let env = [("LD_PRELOAD", lib.to_str().expect("utf8")), ("RINGWATCH_HOOK_SOCKET", socket.as_str())];
-    assert_eq!(sh_status(&blocked.display().to_string(), &env), 126, "EACCES from execve");
-    assert_eq!(sh_status("/bin/true", &env), 0, "allowed programs still run");
+    assert_eq!(hooked_sh_status(&blocked.display().to_string(), &lib, &agent), 126, "EACCES from execve");
+    assert_eq!(hooked_sh_status("/bin/true", &lib, &agent), 0, "allowed programs still run");
     let events = agent.wait_for(Duration::from_secs(5), |e| e["action"] == "denied");
     let denied: Vec<_> = events.iter().filter(|e| e["action"] == "denied").collect();
     assert_eq!(denied.len(), 1, "{denied:?}");
@@ -119,13 +130,7 @@ fn proc_connector_mode_kills_from_user_space_and_reports_the_delay() {
 
 #[test]
 fn agent_keeps_running_when_a_hook_sends_garbage() {
-    if !backend_available("process", "preload") {
-        return;
-    }
-    let Some(lib) = hook_library() else {
-        eprintln!("SKIP: libringwatch_hook.so not built next to the binary");
-        return;
-    };
+    let Some(lib) = preload_hook() else { return };
     let dir = temp_dir("e2e-garbage");
     let agent = Agent::start(dir.path(), &["--mode", "all=off,process=preload"]);
     for garbage in [&b"\0\0\0\0"[..], &[0xff; 300][..], b"RWHK but not really"] {
@@ -142,9 +147,7 @@ fn agent_keeps_running_when_a_hook_sends_garbage() {
         let _ = f.write_all(garbage);
     }
     let tok = token("after-garbage");
-    let socket = agent.socket.display().to_string();
-    let env = [("LD_PRELOAD", lib.to_str().expect("utf8")), ("RINGWATCH_HOOK_SOCKET", socket.as_str())];
-    assert_eq!(sh_status(&format!("/bin/echo {tok} >/dev/null"), &env), 0);
+    assert_eq!(hooked_sh_status(&format!("/bin/echo {tok} >/dev/null"), &lib, &agent), 0);
     let events = agent.wait_for(Duration::from_secs(5), |e| !execs_with(std::slice::from_ref(e), &tok).is_empty());
     assert_eq!(execs_with(&events, &tok).len(), 1, "a valid request after garbage is still served");
     let (status, events) = agent.stop();

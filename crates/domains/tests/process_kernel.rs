@@ -1,27 +1,25 @@
 //! The kernel process backend against the real kernel: exec/fork/exit events with the contract's fields, no loss
 //! under an exec storm, kill at exec, and a clean detach. Needs root with BPF; skips with a reason otherwise.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringwatch_core::compiled::ExecKillList;
-use ringwatch_core::pipeline::PipelineStats;
-use ringwatch_core::proc_table::{ProcessTable, read_proc_process};
-use ringwatch_core::sink::{MemorySink, Sink};
-use ringwatch_core::{Action, Activity, Domain, Event, Mode, Pipeline, Shutdown, Source, SourceContext, SourceKind};
+use ringwatch_core::proc_table::read_proc_process;
+use ringwatch_core::{Action, Activity, Domain, Event, Mode, Source, SourceKind};
 use ringwatch_domains::process::kernel::ProcessKernel;
+
+use common::{Losses, Running, Stopped};
 
 const COMPONENT: &str = "process/kernel";
 const PROG_NAMES: [&str; 3] = ["handle_exec", "handle_fork", "handle_exit"];
-
-/// Loss counters per component: (queue_full, lost_upstream, malformed).
-type Losses = BTreeMap<String, (u64, u64, u64)>;
 
 /// One backend at a time: every test sees every process on the host, and the detach test counts programs.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -30,48 +28,16 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A started backend feeding a pipeline that collects into memory.
-struct Running {
-    shutdown: Shutdown,
-    source: JoinHandle<Result<(), ringwatch_core::SourceError>>,
-    pipeline: JoinHandle<()>,
-    events: Arc<Mutex<Vec<Event>>>,
-    stats: Arc<PipelineStats>,
-}
-
-impl Running {
-    /// Starts the backend, or returns None (after saying why) when this host cannot run it.
-    fn start(kill: &ExecKillList) -> Option<Running> {
-        let probe = ProcessKernel::probe();
-        if !probe.available {
-            eprintln!("skipping: process/kernel unavailable here: {}", probe.detail);
-            return None;
-        }
-        let pipeline = Pipeline::new(1 << 17);
-        let stats = pipeline.stats();
-        let sender = pipeline.sender(COMPONENT);
-        let source = ProcessKernel::start(kill).expect("probe said available, start must succeed");
-        assert_eq!(source.name(), COMPONENT);
-        let shutdown = Shutdown::new();
-        let ctx = SourceContext { events: sender, shutdown: shutdown.clone() };
-        let source = std::thread::spawn(move || Box::new(source).run(ctx));
-        let memory = MemorySink::default();
-        let events = memory.events();
-        let pipeline = std::thread::spawn(move || {
-            let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(memory)];
-            pipeline.run("test", &mut ProcessTable::empty(), &mut [], &mut sinks);
-        });
-        Some(Running { shutdown, source, pipeline, events, stats })
+/// Starts the backend into an in-memory pipeline, or returns None (after saying why) when this host cannot run it.
+fn start(kill: &ExecKillList) -> Option<Running> {
+    let probe = ProcessKernel::probe();
+    if !probe.available {
+        eprintln!("skipping: process/kernel unavailable here: {}", probe.detail);
+        return None;
     }
-
-    /// Stops the backend (it drains first) and returns everything the pipeline wrote, plus the loss counters.
-    fn stop(self) -> (Vec<Event>, Losses) {
-        self.shutdown.trigger();
-        self.source.join().expect("source thread panicked").expect("run returned an error");
-        self.pipeline.join().expect("pipeline thread panicked");
-        let events = std::mem::take(&mut *self.events.lock().expect("not poisoned"));
-        (events, self.stats.losses())
-    }
+    let source = ProcessKernel::start(kill).expect("probe said available, start must succeed");
+    assert_eq!(source.name(), COMPONENT);
+    Some(Running::start(source, 1 << 17))
 }
 
 fn unique(tag: &str) -> String {
@@ -95,11 +61,11 @@ fn assert_no_losses(losses: &Losses) {
 #[test]
 fn exec_of_echo_reports_argv_canonical_exe_and_parent_guid() {
     let _serial = serial();
-    let Some(running) = Running::start(&ExecKillList::default()) else { return };
+    let Some(running) = start(&ExecKillList::default()) else { return };
     let token = unique("echo");
     let status = Command::new("/bin/echo").arg(&token).stdout(Stdio::null()).status().expect("spawn echo");
     assert!(status.success());
-    let (events, losses) = running.stop();
+    let Stopped { events, losses, .. } = running.stop();
     assert_no_losses(&losses);
 
     let execs: Vec<&Event> = of(&events, Activity::Exec).filter(|e| e.process.cmdline.get(1) == Some(&token)).collect();
@@ -131,7 +97,7 @@ fn exec_of_echo_reports_argv_canonical_exe_and_parent_guid() {
 #[test]
 fn child_fork_and_exit_code_and_signal_are_reported() {
     let _serial = serial();
-    let Some(running) = Running::start(&ExecKillList::default()) else { return };
+    let Some(running) = start(&ExecKillList::default()) else { return };
     let exiter = Command::new("sh").args(["-c", "exit 7"]).spawn().expect("spawn sh");
     let exiter_pid = exiter.id();
     let status = exiter.wait_with_output().expect("wait sh").status;
@@ -147,7 +113,7 @@ fn child_fork_and_exit_code_and_signal_are_reported() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper_pid as i32), nix::sys::signal::Signal::SIGTERM)
         .expect("kill -TERM");
     assert_eq!(sleeper.wait().expect("wait sleep").signal(), Some(15));
-    let (events, losses) = running.stop();
+    let Stopped { events, losses, .. } = running.stop();
     assert_no_losses(&losses);
 
     let fork = of(&events, Activity::Fork).find(|e| e.process.pid == exiter_pid).expect("fork event of sh");
@@ -183,7 +149,7 @@ fn helper_spawns_threads_when_asked() {
 #[test]
 fn threads_are_not_reported_as_processes() {
     let _serial = serial();
-    let Some(running) = Running::start(&ExecKillList::default()) else { return };
+    let Some(running) = start(&ExecKillList::default()) else { return };
     // A separate process (this test binary running only the helper) that starts and ends 8+ threads.
     let exe = std::env::current_exe().expect("test binary path");
     let helper = Command::new(exe)
@@ -194,7 +160,7 @@ fn threads_are_not_reported_as_processes() {
         .expect("spawn helper");
     let pid = helper.id();
     assert!(helper.wait_with_output().expect("wait helper").status.success());
-    let (events, losses) = running.stop();
+    let Stopped { events, losses, .. } = running.stop();
     assert_no_losses(&losses);
 
     let count = |a: Activity| of(&events, a).filter(|e| e.process.pid == pid).count();
@@ -207,14 +173,14 @@ fn threads_are_not_reported_as_processes() {
 fn five_thousand_execs_in_a_tight_loop_lose_nothing() {
     const N: usize = 5000;
     let _serial = serial();
-    let Some(running) = Running::start(&ExecKillList::default()) else { return };
+    let Some(running) = start(&ExecKillList::default()) else { return };
     let started = Instant::now();
     let script = format!("i=0; while [ $i -lt {N} ]; do /bin/true; i=$((i+1)); done");
     let child = Command::new("sh").args(["-c", &script]).spawn().expect("spawn sh loop");
     let loop_pid = child.id();
     assert!(child.wait_with_output().expect("wait sh loop").status.success());
     let elapsed = started.elapsed();
-    let (events, losses) = running.stop();
+    let Stopped { events, losses, .. } = running.stop();
     assert_no_losses(&losses);
 
     let true_exe = canonical("/bin/true");
@@ -256,7 +222,7 @@ fn exec_from_blocked_dir_is_killed_before_user_code() {
         exact: vec![(exact_true.display().to_string(), 1)],
         dir_prefixes: vec![(blocked_dir, 0)],
     };
-    let Some(running) = Running::start(&kill) else { return };
+    let Some(running) = start(&kill) else { return };
 
     let status = Command::new(&blocked_true).status().expect("spawn blocked true");
     assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
@@ -272,7 +238,7 @@ fn exec_from_blocked_dir_is_killed_before_user_code() {
     assert_eq!(status.signal(), Some(9), "exact-path rule kills: {status:?}");
     assert!(Command::new("/bin/true").status().expect("spawn /bin/true").success());
     assert!(Command::new(&allowed_true).status().expect("spawn allowed true").success());
-    let (events, losses) = running.stop();
+    let Stopped { events, losses, .. } = running.stop();
     assert_no_losses(&losses);
 
     let exec_of = |path: &Path| -> Vec<&Event> {
@@ -328,7 +294,7 @@ fn still_loaded(ids: &BTreeSet<u32>) -> BTreeSet<u32> {
 fn programs_are_detached_and_unloaded_after_shutdown_or_drop() {
     let _serial = serial();
     let before = our_program_ids();
-    let Some(running) = Running::start(&ExecKillList::default()) else { return };
+    let Some(running) = start(&ExecKillList::default()) else { return };
     let loaded: BTreeSet<u32> = our_program_ids().difference(&before).copied().collect();
     assert_eq!(loaded.len(), PROG_NAMES.len(), "our three programs are loaded while running");
     let _ = running.stop();
@@ -384,7 +350,7 @@ fn exe_and_cwd_paths_cross_mount_points() {
     let sub = mnt.join("sub");
     mount(Some(&sub), &bound, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind mount");
     let _bound = Mounted(bound.clone());
-    let Some(running) = Running::start(&ExecKillList::default()) else { return };
+    let Some(running) = start(&ExecKillList::default()) else { return };
 
     let in_tmpfs = Command::new("./true").current_dir(&sub).spawn().expect("spawn ./true in tmpfs");
     let in_tmpfs_pid = in_tmpfs.id();
@@ -392,7 +358,7 @@ fn exe_and_cwd_paths_cross_mount_points() {
     let via_bind = Command::new(bound.join("true")).current_dir(&bound).spawn().expect("spawn via bind mount");
     let via_bind_pid = via_bind.id();
     assert!(via_bind.wait_with_output().expect("wait").status.success());
-    let (events, losses) = running.stop();
+    let Stopped { events, losses, .. } = running.stop();
     assert_no_losses(&losses);
 
     let exec = |pid: u32| of(&events, Activity::Exec).find(|e| e.process.pid == pid).expect("exec event");
@@ -408,13 +374,13 @@ fn exe_and_cwd_paths_cross_mount_points() {
 #[test]
 fn long_argv_is_cut_and_marked_truncated() {
     let _serial = serial();
-    let Some(running) = Running::start(&ExecKillList::default()) else { return };
+    let Some(running) = start(&ExecKillList::default()) else { return };
     let token = unique("long");
     let args: Vec<String> = (0..100).map(|i| format!("{token}-{i:03}-{}", "a".repeat(60))).collect();
     let child = Command::new("/bin/echo").args(&args).stdout(Stdio::null()).spawn().expect("spawn echo");
     let pid = child.id();
     assert!(child.wait_with_output().expect("wait echo").status.success());
-    let (events, _) = running.stop();
+    let Stopped { events, .. } = running.stop();
 
     let ev = of(&events, Activity::Exec).find(|e| e.process.pid == pid).expect("exec event");
     let p = &ev.process;
@@ -437,7 +403,7 @@ fn controlling_tty_and_session_come_from_the_kernel() {
         eprintln!("skipping: script(1) is needed to get a pty");
         return;
     }
-    let Some(running) = Running::start(&ExecKillList::default()) else { return };
+    let Some(running) = start(&ExecKillList::default()) else { return };
     let token = unique("tty");
     // script starts a shell as a session leader on a new pty; the shell forks echo, then prints its tty.
     let out = Command::new("script")
@@ -446,7 +412,7 @@ fn controlling_tty_and_session_come_from_the_kernel() {
         .output()
         .expect("spawn script");
     assert!(out.status.success(), "script failed: {out:?}");
-    let (events, _) = running.stop();
+    let Stopped { events, .. } = running.stop();
 
     let stdout = String::from_utf8_lossy(&out.stdout);
     let tty = stdout.lines().find_map(|l| l.trim().strip_prefix("/dev/")).expect("tty printed").to_owned();

@@ -9,6 +9,8 @@
 //! Known gaps are asserted, not hidden: a static binary's exec and a process started without LD_PRELOAD are not
 //! seen.
 
+mod common;
+
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -16,19 +18,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::{Running, Stopped};
 use nix::sys::socket::{
     AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, accept4, bind, connect, listen, recv, send, socket,
 };
-use ringwatch_core::proc_table::ProcessTable;
-use ringwatch_core::sink::{MemorySink, Sink};
-use ringwatch_core::{
-    Action, Activity, Decider, Decision, Domain, Event, Mode, ObserveAll, Pipeline, PipelineStats, Shutdown, Source,
-    SourceContext, SourceKind,
-};
+use ringwatch_core::{Action, Activity, Decider, Decision, Domain, Event, Mode, ObserveAll, Source, SourceKind};
 use ringwatch_domains::preload::{self, InstallError};
 use ringwatch_domains::process::preload::ProcessPreload;
 use ringwatch_hook_protocol::{
@@ -129,6 +127,18 @@ fn helpers() -> Option<&'static Helpers> {
     .as_ref()
 }
 
+/// `skip()`, and also skips (after saying why) when the C helpers could not be compiled; else the helpers.
+fn helpers_unless_skipped() -> Option<&'static Helpers> {
+    if skip() {
+        return None;
+    }
+    let bins = helpers();
+    if bins.is_none() {
+        eprintln!("skipping: gcc unavailable");
+    }
+    bins
+}
+
 const EXEC_OPS: [&str; 10] =
     ["execve", "execv", "execvp", "execvpe", "execl", "execlp", "execle", "fexecve", "posix_spawn", "posix_spawnp"];
 
@@ -149,11 +159,7 @@ impl Decider for DenyUnder {
 struct Agent {
     dir: tempfile::TempDir,
     socket: PathBuf,
-    shutdown: Shutdown,
-    source: JoinHandle<()>,
-    consumer: JoinHandle<()>,
-    seen: Arc<Mutex<Vec<Event>>>,
-    stats: Arc<PipelineStats>,
+    running: Running,
 }
 
 impl Agent {
@@ -167,18 +173,7 @@ impl Agent {
         let source = ProcessPreload::start(&socket, decider).expect("bind the hook socket");
         assert_eq!(source.name(), NAME);
         assert_eq!(source.socket_path(), socket);
-        let pipeline = Pipeline::new(1 << 14);
-        let stats = pipeline.stats();
-        let shutdown = Shutdown::new();
-        let ctx = SourceContext { events: pipeline.sender(NAME), shutdown: shutdown.clone() };
-        let memory = MemorySink::default();
-        let seen = memory.events();
-        let consumer = thread::spawn(move || {
-            let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(memory)];
-            pipeline.run("test-host", &mut ProcessTable::empty(), &mut [], &mut sinks);
-        });
-        let source = thread::spawn(move || Box::new(source).run(ctx).expect("source runs until shutdown"));
-        Agent { dir, socket, shutdown, source, consumer, seen, stats }
+        Agent { dir, socket, running: Running::start(source, 1 << 14) }
     }
 
     /// Environment for a hooked child.
@@ -186,17 +181,20 @@ impl Agent {
         hook_env(cmd, &self.socket);
     }
 
+    /// Runs `cmd` hooked, pointed at this agent.
+    fn run(&self, cmd: &mut Command) -> Run {
+        self.hook(cmd);
+        run(cmd)
+    }
+
     fn malformed(&self) -> u64 {
-        self.stats.losses().get(NAME).map_or(0, |l| l.2)
+        self.running.losses().get(NAME).map_or(0, |l| l.2)
     }
 
     /// Stops the agent and returns every event it emitted; checks that the socket file is gone.
     fn stop(self) -> (Vec<Event>, tempfile::TempDir) {
-        self.shutdown.trigger();
-        self.source.join().expect("source thread");
-        self.consumer.join().expect("consumer thread");
+        let Stopped { events, .. } = self.running.stop();
         assert!(!self.socket.exists(), "the socket file is removed on shutdown");
-        let events = std::mem::take(&mut *self.seen.lock().expect("not poisoned"));
         (events, self.dir)
     }
 }
@@ -281,15 +279,13 @@ fn sh_running_echo_yields_one_untrusted_exec_event() {
     let agent = Agent::start(Arc::new(ObserveAll));
     let tok = token("sh");
     let mut cmd = sh(&format!("/bin/echo {tok}"));
-    agent.hook(&mut cmd);
-    let sh_run = run(&mut cmd);
+    let sh_run = agent.run(&mut cmd);
     assert!(sh_run.status.success(), "{sh_run:?}");
     assert_eq!(sh_run.stdout.trim(), tok);
     let tok2 = token("bash");
     let mut cmd = Command::new("bash");
     cmd.args(["-c", &format!("exec /bin/echo {tok2}")]);
-    agent.hook(&mut cmd);
-    let bash_run = run(&mut cmd);
+    let bash_run = agent.run(&mut cmd);
     assert!(bash_run.status.success(), "{bash_run:?}");
     let (events, _dir) = agent.stop();
 
@@ -325,21 +321,14 @@ fn sh_running_echo_yields_one_untrusted_exec_event() {
 
 #[test]
 fn every_exported_exec_function_is_reported() {
-    if skip() {
-        return;
-    }
-    let Some(Helpers { variants, .. }) = helpers() else {
-        eprintln!("skipping: gcc unavailable");
-        return;
-    };
+    let Some(Helpers { variants, .. }) = helpers_unless_skipped() else { return };
     let agent = Agent::start(Arc::new(ObserveAll));
     let mut runs = Vec::new();
     for op in EXEC_OPS {
         let tok = token(op);
         let mut cmd = Command::new(variants);
         cmd.args([op, &tok]);
-        agent.hook(&mut cmd);
-        let r = run(&mut cmd);
+        let r = agent.run(&mut cmd);
         assert!(r.status.success(), "{op}: {r:?}");
         assert_eq!(r.stdout.trim(), tok, "{op} ran echo");
         runs.push((op, tok, r.pid));
@@ -365,13 +354,7 @@ fn every_exported_exec_function_is_reported() {
 
 #[test]
 fn hook_path_never_allocates() {
-    if skip() {
-        return;
-    }
-    let Some(Helpers { variants, malloc_trap, .. }) = helpers() else {
-        eprintln!("skipping: gcc unavailable");
-        return;
-    };
+    let Some(Helpers { variants, malloc_trap, .. }) = helpers_unless_skipped() else { return };
     let lib = hook_lib().expect("built");
     let preload = format!("{}:{}", malloc_trap.display(), lib.display());
     let agent = Agent::start(Arc::new(ObserveAll));
@@ -399,18 +382,11 @@ fn hook_path_never_allocates() {
 
 #[test]
 fn gap_static_binary_exec_is_not_seen() {
-    if skip() {
-        return;
-    }
-    let Some(Helpers { static_exec, .. }) = helpers() else {
-        eprintln!("skipping: gcc -static unavailable");
-        return;
-    };
+    let Some(Helpers { static_exec, .. }) = helpers_unless_skipped() else { return };
     let agent = Agent::start(Arc::new(ObserveAll));
     let tok = token("static");
     let mut cmd = sh(&format!("{} {tok}", static_exec.display()));
-    agent.hook(&mut cmd);
-    let r = run(&mut cmd);
+    let r = agent.run(&mut cmd);
     assert!(r.status.success(), "{r:?}");
     assert_eq!(r.stdout.trim(), tok, "the static binary ran echo");
     let (events, _dir) = agent.stop();
@@ -435,8 +411,7 @@ fn gap_process_started_without_ld_preload_is_not_seen() {
     let tok = token("envu");
     let mut cmd = Command::new("env");
     cmd.args(["-u", "LD_PRELOAD", "sh", "-c", &format!("/bin/echo {tok}")]);
-    agent.hook(&mut cmd);
-    let r = run(&mut cmd);
+    let r = agent.run(&mut cmd);
     assert!(r.status.success(), "{r:?}");
     assert_eq!(r.stdout.trim(), tok);
     let (events, _dir) = agent.stop();
@@ -459,13 +434,7 @@ fn gap_process_started_without_ld_preload_is_not_seen() {
 
 #[test]
 fn denied_exec_fails_with_eacces_never_runs_and_is_reported() {
-    if skip() {
-        return;
-    }
-    let Some(Helpers { variants, .. }) = helpers() else {
-        eprintln!("skipping: gcc unavailable");
-        return;
-    };
+    let Some(Helpers { variants, .. }) = helpers_unless_skipped() else { return };
     let work = tempfile::tempdir().expect("tempdir");
     let work_path = canonical(&work.path().to_string_lossy());
     let blocked_dir = Path::new(&work_path).join("blocked");
@@ -487,36 +456,31 @@ fn denied_exec_fails_with_eacces_never_runs_and_is_reported() {
 
     let marker = work.path().join("marker");
     let mut cmd = sh(&format!("{} {}", prog.display(), marker.display()));
-    agent.hook(&mut cmd);
-    let denied = run(&mut cmd);
+    let denied = agent.run(&mut cmd);
     assert_eq!(denied.status.code(), Some(126), "sh reports a refused exec as 126: {denied:?}");
     assert!(denied.stderr.contains("Permission denied"), "{denied:?}");
     assert!(!marker.exists(), "the denied program never ran");
 
     let marker2 = work.path().join("marker2");
     let mut cmd = sh(&format!("{} {}", link.display(), marker2.display()));
-    agent.hook(&mut cmd);
-    let via_link = run(&mut cmd);
+    let via_link = agent.run(&mut cmd);
     assert_eq!(via_link.status.code(), Some(126), "a symlink does not dodge the rule: {via_link:?}");
     assert!(!marker2.exists());
 
     let marker3 = work.path().join("marker3");
     let mut cmd = sh(&format!("{}/prog {}", alias.display(), marker3.display()));
-    agent.hook(&mut cmd);
-    let via_alias = run(&mut cmd);
+    let via_alias = agent.run(&mut cmd);
     assert_eq!(via_alias.status.code(), Some(126), "a rule on a symlinked dir applies: {via_alias:?}");
     assert!(!marker3.exists());
 
     let mut cmd = Command::new(variants);
     cmd.args(["try".as_ref(), prog.as_os_str()]);
-    agent.hook(&mut cmd);
-    let c = run(&mut cmd);
+    let c = agent.run(&mut cmd);
     assert_eq!(c.stdout.trim(), "failed errno=13 (EACCES)", "{c:?}");
 
     let tok = token("allowed");
     let mut cmd = sh(&format!("/bin/echo {tok}"));
-    agent.hook(&mut cmd);
-    let allowed = run(&mut cmd);
+    let allowed = agent.run(&mut cmd);
     assert!(allowed.status.success() && allowed.stdout.trim() == tok, "{allowed:?}");
 
     let (events, _dir) = agent.stop();
@@ -553,9 +517,8 @@ fn a_deny_after_the_hook_timed_out_is_reported_as_not_enforced() {
     let agent = Agent::start(Arc::new(SlowDeny(Duration::from_millis(400))));
     let tok = token("late-deny");
     let mut cmd = sh(&format!("exec /bin/echo {tok}"));
-    agent.hook(&mut cmd);
     cmd.env("RINGWATCH_HOOK_TIMEOUT_MS", "50");
-    let r = run(&mut cmd);
+    let r = agent.run(&mut cmd);
     assert!(r.status.success() && r.stdout.trim() == tok, "fail-open: the exec went ahead: {r:?}");
     thread::sleep(Duration::from_millis(500)); // let the slow decision finish
     let (events, _dir) = agent.stop();
@@ -583,13 +546,7 @@ fn two_hundred_execs(env: impl Fn(&mut Command)) -> Duration {
 
 #[test]
 fn absent_agent_costs_little_and_changes_nothing() {
-    if skip() {
-        return;
-    }
-    let Some(Helpers { variants, .. }) = helpers() else {
-        eprintln!("skipping: gcc unavailable");
-        return;
-    };
+    let Some(Helpers { variants, .. }) = helpers_unless_skipped() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("no-agent-here.sock");
     let plain = |_: &mut Command| {};
@@ -626,18 +583,11 @@ fn absent_agent_costs_little_and_changes_nothing() {
 
 #[test]
 fn errno_is_preserved_with_the_agent_present() {
-    if skip() {
-        return;
-    }
-    let Some(Helpers { variants, .. }) = helpers() else {
-        eprintln!("skipping: gcc unavailable");
-        return;
-    };
+    let Some(Helpers { variants, .. }) = helpers_unless_skipped() else { return };
     let agent = Agent::start(Arc::new(ObserveAll));
     let mut cmd = Command::new(variants);
     cmd.arg("enoent");
-    agent.hook(&mut cmd);
-    let r = run(&mut cmd);
+    let r = agent.run(&mut cmd);
     assert_eq!(r.stdout.trim(), "errno ok", "{r:?}");
     let present = two_hundred_execs(|cmd| agent.hook(cmd));
     let base = two_hundred_execs(|_| {});
@@ -754,8 +704,7 @@ fn garbage_is_counted_as_malformed_and_the_server_keeps_serving() {
 
     let tok = token("after-garbage");
     let mut cmd = sh(&format!("/bin/echo {tok}"));
-    agent.hook(&mut cmd);
-    assert!(run(&mut cmd).status.success());
+    assert!(agent.run(&mut cmd).status.success());
     let (events, _dir) = agent.stop();
     assert_eq!(with_arg(&events, &tok).len(), 1, "the next valid request is served");
     let drops: Vec<_> = events

@@ -5,6 +5,8 @@
 //! The tests take a shared lock so that one test's workload does not disturb another's numbers (the partial-detail
 //! ratio depends on how busy the machine is).
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -13,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use ringwatch_core::proc_table::ProcessTable;
-use ringwatch_core::sink::{MemorySink, Sink};
-use ringwatch_core::{Activity, Domain, Event, Mode, Pipeline, Shutdown, Source, SourceContext, SourceKind, Timestamp};
+use ringwatch_core::{Activity, Domain, Event, Mode, Source, SourceKind, Timestamp};
 use ringwatch_domains::process::proc_connector::ProcessProcConnector;
+
+use common::{Running, Stopped};
 
 const NAME: &str = "process/proc_connector";
 
@@ -49,28 +51,12 @@ fn capture<T>(workload: impl FnOnce() -> T) -> Option<(Capture, T)> {
     }
     let source = ProcessProcConnector::start().expect("probe said available, so start works");
     assert_eq!(source.name(), NAME);
-    let pipeline = Pipeline::new(1 << 17);
-    let stats = pipeline.stats();
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext { events: pipeline.sender(NAME), shutdown: shutdown.clone() };
-    let memory = MemorySink::default();
-    let seen = memory.events();
-    let consumer = thread::spawn(move || {
-        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(memory)];
-        pipeline.run("test-host", &mut ProcessTable::empty(), &mut [], &mut sinks);
-    });
-    let runner = thread::spawn(move || Box::new(source).run(ctx));
+    let running = Running::start(source, 1 << 17);
     let result = workload();
-    shutdown.trigger();
-    let stopped = Instant::now();
-    runner.join().expect("source thread did not panic").expect("source ran without error");
-    assert!(stopped.elapsed() < Duration::from_secs(2), "run returns soon after shutdown");
-    consumer.join().expect("pipeline consumer did not panic");
-    let (queue_full, lost_upstream, malformed) = stats.losses().get(NAME).copied().unwrap_or_default();
-    let events: Vec<Event> = std::mem::take(&mut *seen.lock().expect("sink lock"))
-        .into_iter()
-        .filter(|e| e.domain == Domain::Process)
-        .collect();
+    let Stopped { events, losses, source_stopped_in } = running.stop();
+    assert!(source_stopped_in < Duration::from_secs(2), "run returns soon after shutdown");
+    let (queue_full, lost_upstream, malformed) = losses.get(NAME).copied().unwrap_or_default();
+    let events: Vec<Event> = events.into_iter().filter(|e| e.domain == Domain::Process).collect();
     for e in &events {
         assert_eq!(e.backend.mode, Mode::User);
         assert_eq!(e.backend.source, SourceKind::ProcConnector);

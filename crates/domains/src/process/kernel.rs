@@ -535,6 +535,41 @@ fn tty(major: u32, minor: u32) -> Option<String> {
     if major == 0 { None } else { tty_name(major, minor) }
 }
 
+/// Starts the event for one record (exec, fork or exit): its time and the identity every record type carries (pid,
+/// tid, ppid, start ticks, guid, start time, comm). A macro because the three records are distinct bindgen structs
+/// that merely share these field names.
+macro_rules! record_event {
+    ($decoder:expr, $activity:expr, $record:expr) => {{
+        let e = $record;
+        let mut ev = Event::new(Domain::Process, $activity, backend());
+        ev.time = $decoder.time(e.hdr.ktime);
+        let p = &mut ev.process;
+        p.pid = e.pid;
+        p.tid = e.tid;
+        p.ppid = e.ppid;
+        p.start_ticks = ticks_from_boot_ns(e.start_ns);
+        p.guid = process_guid(e.pid, p.start_ticks);
+        p.start_time = start_time_from_ticks(p.start_ticks);
+        p.comm = cstr(&e.comm);
+        ev
+    }};
+}
+
+/// What exec and fork records carry besides the identity: the parent's guid, credentials, session and tty.
+macro_rules! parent_and_credentials {
+    ($process:expr, $record:expr) => {{
+        let (p, e) = (&mut *$process, $record);
+        if e.ppid != 0 {
+            p.parent_guid = Some(process_guid(e.ppid, ticks_from_boot_ns(e.parent_start_ns)));
+        }
+        p.uid = e.uid;
+        p.euid = e.euid;
+        p.gid = e.gid;
+        p.session_id = e.session_id;
+        p.tty = tty(e.tty_major, e.tty_minor);
+    }};
+}
+
 impl Decoder {
     /// One sample -> the event and its cgroup v2 id (0 when the record has none).
     fn decode(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
@@ -569,28 +604,13 @@ impl Decoder {
         let (exe, cwd) = rest.split_at(exe_len);
         let flags = e.hdr.flags;
 
-        let mut ev = Event::new(Domain::Process, Activity::Exec, backend());
-        ev.time = self.time(e.hdr.ktime);
+        let mut ev = record_event!(self, Activity::Exec, e);
         let p = &mut ev.process;
-        p.pid = e.pid;
-        p.tid = e.tid;
-        p.ppid = e.ppid;
-        p.start_ticks = ticks_from_boot_ns(e.start_ns);
-        p.guid = process_guid(e.pid, p.start_ticks);
-        p.start_time = start_time_from_ticks(p.start_ticks);
-        if e.ppid != 0 {
-            p.parent_guid = Some(process_guid(e.ppid, ticks_from_boot_ns(e.parent_start_ns)));
-        }
+        parent_and_credentials!(p, e);
         p.exe = lossy(exe);
-        p.comm = cstr(&e.comm);
         p.cmdline = split_nul(args);
         p.cmdline_truncated = flags & EXEC_F_ARGS_TRUNCATED != 0;
         p.cwd = (!cwd.is_empty()).then(|| lossy(cwd));
-        p.uid = e.uid;
-        p.euid = e.euid;
-        p.gid = e.gid;
-        p.session_id = e.session_id;
-        p.tty = tty(e.tty_major, e.tty_minor);
         p.partial = flags & EXEC_F_EXE_FROM_FILENAME != 0;
         if flags & EXEC_F_KILLED != 0 {
             ev.action = Action::Killed;
@@ -601,39 +621,15 @@ impl Decoder {
 
     fn fork(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
         let e: &types::fork_event = plain::from_bytes(data).map_err(|_| "fork_event too short or misaligned")?;
-        let mut ev = Event::new(Domain::Process, Activity::Fork, backend());
-        ev.time = self.time(e.hdr.ktime);
-        let p = &mut ev.process;
-        p.pid = e.pid;
-        p.tid = e.tid;
-        p.ppid = e.ppid;
-        p.start_ticks = ticks_from_boot_ns(e.start_ns);
-        p.guid = process_guid(e.pid, p.start_ticks);
-        p.start_time = start_time_from_ticks(p.start_ticks);
-        if e.ppid != 0 {
-            p.parent_guid = Some(process_guid(e.ppid, ticks_from_boot_ns(e.parent_start_ns)));
-        }
-        p.comm = cstr(&e.comm);
-        p.uid = e.uid;
-        p.euid = e.euid;
-        p.gid = e.gid;
-        p.session_id = e.session_id;
-        p.tty = tty(e.tty_major, e.tty_minor);
+        let mut ev = record_event!(self, Activity::Fork, e);
+        parent_and_credentials!(&mut ev.process, e);
         Ok((ev, e.cgroup_id))
     }
 
     fn exit(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
         let e: &types::exit_event = plain::from_bytes(data).map_err(|_| "exit_event too short or misaligned")?;
-        let mut ev = Event::new(Domain::Process, Activity::Exit, backend());
-        ev.time = self.time(e.hdr.ktime);
+        let mut ev = record_event!(self, Activity::Exit, e);
         let p = &mut ev.process;
-        p.pid = e.pid;
-        p.tid = e.tid;
-        p.ppid = e.ppid;
-        p.start_ticks = ticks_from_boot_ns(e.start_ns);
-        p.guid = process_guid(e.pid, p.start_ticks);
-        p.start_time = start_time_from_ticks(p.start_ticks);
-        p.comm = cstr(&e.comm);
         // wait(2) status: low 7 bits = terminating signal (0 for a normal exit), bits 8..15 = exit code.
         let signal = (e.status & 0x7f) as i32;
         if signal == 0 {
