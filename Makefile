@@ -27,6 +27,7 @@ build-release: deps
 
 lint: deps
 	$(CARGO) fmt --all -- --check
+	git ls-files '*.c' '*.h' | grep -v vmlinux.h | xargs clang-format --dry-run --Werror
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench: deps mounts build-release

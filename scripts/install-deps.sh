@@ -2,9 +2,10 @@
 # Installs the Debian packages ringwatch needs to build and test, only when missing (quiet when all are there).
 # clang/llvm/libelf/zlib/pkg-config: building the eBPF programs and the vendored libbpf.
 # bpftool: inspecting loaded programs in tests (vmlinux.h is committed, so building does not need it).
+# clang-format: the C style check in `make lint`.
 # gcc/libc6-dev: the hook's C shims and the static test binary (`gcc -static`); util-linux: `unshare` in tests.
 set -euo pipefail
-packages=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool gcc libc6-dev make util-linux procps)
+packages=(clang clang-format llvm libelf-dev zlib1g-dev pkg-config bpftool gcc libc6-dev make util-linux procps)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -34,10 +34,10 @@
  */
 struct rw_hdr {
 	__u64 ktime; /* bpf_ktime_get_boot_ns(): CLOCK_BOOTTIME, ns */
-	__u32 size;  /* bytes in the whole sample */
-	__u16 kind;  /* RW_KIND_* */
-	__u8 flags;  /* per-kind flag bits (e.g. RW_EXEC_F_*) */
-	__u8 _pad;   /* always 0 */
+	__u32 size; /* bytes in the whole sample */
+	__u16 kind; /* RW_KIND_* */
+	__u8 flags; /* per-kind flag bits (e.g. RW_EXEC_F_*) */
+	__u8 _pad; /* always 0 */
 };
 _Static_assert(sizeof(struct rw_hdr) == 16, "rw_hdr layout changed: update the Rust asserts");
 
@@ -82,7 +82,7 @@ static __always_inline void rw_count_drop(void)
 static __always_inline __u64 rw_wakeup_flags(void)
 {
 	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= RW_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP
-										  : BPF_RB_NO_WAKEUP;
+										: BPF_RB_NO_WAKEUP;
 }
 
 /* Reserves a fixed-size record; counts a drop when the ring is full. */
