@@ -40,7 +40,7 @@ use ringwatch_core::event::Timestamp;
 use ringwatch_core::guid::{BootInfo, process_guid, start_time_from_ticks, ticks_from_boot_ns};
 use ringwatch_core::proc_table::{container_id_from_cgroup, split_nul, tty_name};
 use ringwatch_core::{
-    Action, Activity, Backend, Domain, Event, Mode, Probe, Source, SourceContext, SourceError, SourceKind,
+    Action, Activity, Backend, Domain, Event, Mode, Probe, Process, Source, SourceContext, SourceError, SourceKind,
 };
 
 use crate::probe;
@@ -97,12 +97,14 @@ unsafe impl plain::Plain for types::exit_event {}
 // The same pins as the _Static_asserts in process.h/common.h: a layout change fails to compile on both sides.
 const _: () = assert!(size_of::<types::rw_hdr>() == 16 && offset_of!(types::rw_hdr, size) == 8);
 const _: () = assert!(offset_of!(types::rw_hdr, kind) == 12 && offset_of!(types::rw_hdr, flags) == 14);
-const _: () = assert!(size_of::<types::exec_event>() == 104 && offset_of!(types::exec_event, pid) == 40);
-const _: () = assert!(offset_of!(types::exec_event, args_len) == 80 && offset_of!(types::exec_event, comm) == 88);
-const _: () = assert!(size_of::<types::fork_event>() == 96 && offset_of!(types::fork_event, pid) == 40);
-const _: () = assert!(offset_of!(types::fork_event, comm) == 80);
-const _: () = assert!(size_of::<types::exit_event>() == 56 && offset_of!(types::exit_event, pid) == 24);
-const _: () = assert!(offset_of!(types::exit_event, status) == 36);
+const _: () = assert!(size_of::<types::rw_proc_id>() == 40 && offset_of!(types::rw_proc_id, pid) == 8);
+const _: () = assert!(offset_of!(types::rw_proc_id, comm) == 24 && size_of::<types::rw_proc_ctx>() == 40);
+const _: () = assert!(offset_of!(types::rw_proc_ctx, uid) == 16 && offset_of!(types::rw_proc_ctx, tty_minor) == 36);
+const _: () = assert!(size_of::<types::exec_event>() == 112 && offset_of!(types::exec_event, id) == 16);
+const _: () = assert!(offset_of!(types::exec_event, ctx) == 56 && offset_of!(types::exec_event, kill_rule) == 96);
+const _: () = assert!(offset_of!(types::exec_event, args_len) == 100);
+const _: () = assert!(size_of::<types::fork_event>() == 96 && offset_of!(types::fork_event, ctx) == 56);
+const _: () = assert!(size_of::<types::exit_event>() == 64 && offset_of!(types::exit_event, status) == 56);
 const _: () = assert!(size_of::<types::exe_path_key>() == KILL_PATH_MAX);
 const _: () = assert!(size_of::<types::exe_prefix_key>() == 4 + KILL_PATH_MAX);
 const _: () = assert!(offset_of!(types::exe_prefix_key, path) == 4);
@@ -537,39 +539,6 @@ fn tty(major: u32, minor: u32) -> Option<String> {
 
 /// Starts the event for one record (exec, fork or exit): its time and the identity every record type carries (pid,
 /// tid, ppid, start ticks, guid, start time, comm). A macro because the three records are distinct bindgen structs
-/// that merely share these field names.
-macro_rules! record_event {
-    ($decoder:expr, $activity:expr, $record:expr) => {{
-        let e = $record;
-        let mut ev = Event::new(Domain::Process, $activity, backend());
-        ev.time = $decoder.time(e.hdr.ktime);
-        let p = &mut ev.process;
-        p.pid = e.pid;
-        p.tid = e.tid;
-        p.ppid = e.ppid;
-        p.start_ticks = ticks_from_boot_ns(e.start_ns);
-        p.guid = process_guid(e.pid, p.start_ticks);
-        p.start_time = start_time_from_ticks(p.start_ticks);
-        p.comm = cstr(&e.comm);
-        ev
-    }};
-}
-
-/// What exec and fork records carry besides the identity: the parent's guid, credentials, session and tty.
-macro_rules! parent_and_credentials {
-    ($process:expr, $record:expr) => {{
-        let (p, e) = (&mut *$process, $record);
-        if e.ppid != 0 {
-            p.parent_guid = Some(process_guid(e.ppid, ticks_from_boot_ns(e.parent_start_ns)));
-        }
-        p.uid = e.uid;
-        p.euid = e.euid;
-        p.gid = e.gid;
-        p.session_id = e.session_id;
-        p.tty = tty(e.tty_major, e.tty_minor);
-    }};
-}
-
 impl Decoder {
     /// One sample -> the event and its cgroup v2 id (0 when the record has none).
     fn decode(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
@@ -585,6 +554,21 @@ impl Decoder {
             KIND_FORK | KIND_EXIT => Err("fixed-size record with the wrong size"),
             _ => Err("unknown kind"),
         }
+    }
+
+    /// A process event stamped with the record's time and carrying its identity (guid from pid + start time).
+    fn process_event(&self, activity: Activity, hdr: &types::rw_hdr, id: &types::rw_proc_id) -> Event {
+        let mut ev = Event::new(Domain::Process, activity, backend());
+        ev.time = self.time(hdr.ktime);
+        let p = &mut ev.process;
+        p.pid = id.pid;
+        p.tid = id.tid;
+        p.ppid = id.ppid;
+        p.start_ticks = ticks_from_boot_ns(id.start_ns);
+        p.guid = process_guid(id.pid, p.start_ticks);
+        p.start_time = start_time_from_ticks(p.start_ticks);
+        p.comm = cstr(&id.comm);
+        ev
     }
 
     fn time(&self, ktime: u64) -> Timestamp {
@@ -604,9 +588,9 @@ impl Decoder {
         let (exe, cwd) = rest.split_at(exe_len);
         let flags = e.hdr.flags;
 
-        let mut ev = record_event!(self, Activity::Exec, e);
+        let mut ev = self.process_event(Activity::Exec, &e.hdr, &e.id);
         let p = &mut ev.process;
-        parent_and_credentials!(p, e);
+        apply_context(p, &e.id, &e.ctx);
         p.exe = lossy(exe);
         p.cmdline = split_nul(args);
         p.cmdline_truncated = flags & EXEC_F_ARGS_TRUNCATED != 0;
@@ -616,19 +600,19 @@ impl Decoder {
             ev.action = Action::Killed;
             ev.rule = self.rule_ids.get(e.kill_rule as usize).cloned();
         }
-        Ok((ev, e.cgroup_id))
+        Ok((ev, e.ctx.cgroup_id))
     }
 
     fn fork(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
         let e: &types::fork_event = plain::from_bytes(data).map_err(|_| "fork_event too short or misaligned")?;
-        let mut ev = record_event!(self, Activity::Fork, e);
-        parent_and_credentials!(&mut ev.process, e);
-        Ok((ev, e.cgroup_id))
+        let mut ev = self.process_event(Activity::Fork, &e.hdr, &e.id);
+        apply_context(&mut ev.process, &e.id, &e.ctx);
+        Ok((ev, e.ctx.cgroup_id))
     }
 
     fn exit(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
         let e: &types::exit_event = plain::from_bytes(data).map_err(|_| "exit_event too short or misaligned")?;
-        let mut ev = record_event!(self, Activity::Exit, e);
+        let mut ev = self.process_event(Activity::Exit, &e.hdr, &e.id);
         let p = &mut ev.process;
         // wait(2) status: low 7 bits = terminating signal (0 for a normal exit), bits 8..15 = exit code.
         let signal = (e.status & 0x7f) as i32;
@@ -639,6 +623,18 @@ impl Decoder {
         }
         Ok((ev, 0))
     }
+}
+
+/// What exec and fork records add to the identity: the parent's guid, credentials, session and tty.
+fn apply_context(p: &mut Process, id: &types::rw_proc_id, c: &types::rw_proc_ctx) {
+    if id.ppid != 0 {
+        p.parent_guid = Some(process_guid(id.ppid, ticks_from_boot_ns(c.parent_start_ns)));
+    }
+    p.uid = c.uid;
+    p.euid = c.euid;
+    p.gid = c.gid;
+    p.session_id = c.session_id;
+    p.tty = tty(c.tty_major, c.tty_minor);
 }
 
 // --- counters and cgroups -----------------------------------------------------------------------------------------
@@ -724,21 +720,27 @@ mod tests {
         let len = size_of::<types::exec_event>() + args.len() + exe.len() + cwd.len();
         let ev = types::exec_event {
             hdr: types::rw_hdr { ktime: 5_000, size: len as u32, kind: KIND_EXEC, flags, _pad: 0 },
-            start_ns: 1_234_560_000_000,
-            parent_start_ns: 20_000_000,
-            pid: 42,
-            tid: 43,
-            ppid: 7,
-            uid: 1000,
-            euid: 0,
-            session_id: 7,
-            tty_major: 136,
-            tty_minor: 3,
+            id: types::rw_proc_id {
+                start_ns: 1_234_560_000_000,
+                pid: 42,
+                tid: 43,
+                ppid: 7,
+                comm: *b"echo\0\0\0\0\0\0\0\0\0\0\0\0",
+                ..Default::default()
+            },
+            ctx: types::rw_proc_ctx {
+                parent_start_ns: 20_000_000,
+                uid: 1000,
+                euid: 0,
+                session_id: 7,
+                tty_major: 136,
+                tty_minor: 3,
+                ..Default::default()
+            },
             kill_rule: 1,
             args_len: args.len() as u16,
             exe_len: exe.len() as u16,
             cwd_len: cwd.len() as u16,
-            comm: *b"echo\0\0\0\0\0\0\0\0\0\0\0\0",
             ..Default::default()
         };
         let fixed = plain_bytes(&ev);
@@ -759,20 +761,20 @@ mod tests {
         put(8, &ev.hdr.size.to_ne_bytes());
         put(12, &ev.hdr.kind.to_ne_bytes());
         put(14, &[ev.hdr.flags]);
-        put(offset_of!(types::exec_event, start_ns), &ev.start_ns.to_ne_bytes());
-        put(offset_of!(types::exec_event, parent_start_ns), &ev.parent_start_ns.to_ne_bytes());
-        put(offset_of!(types::exec_event, pid), &ev.pid.to_ne_bytes());
-        put(offset_of!(types::exec_event, tid), &ev.tid.to_ne_bytes());
-        put(offset_of!(types::exec_event, ppid), &ev.ppid.to_ne_bytes());
-        put(offset_of!(types::exec_event, uid), &ev.uid.to_ne_bytes());
-        put(offset_of!(types::exec_event, session_id), &ev.session_id.to_ne_bytes());
-        put(offset_of!(types::exec_event, tty_major), &ev.tty_major.to_ne_bytes());
-        put(offset_of!(types::exec_event, tty_minor), &ev.tty_minor.to_ne_bytes());
+        put(offset_of!(types::exec_event, id.start_ns), &ev.id.start_ns.to_ne_bytes());
+        put(offset_of!(types::exec_event, id.pid), &ev.id.pid.to_ne_bytes());
+        put(offset_of!(types::exec_event, id.tid), &ev.id.tid.to_ne_bytes());
+        put(offset_of!(types::exec_event, id.ppid), &ev.id.ppid.to_ne_bytes());
+        put(offset_of!(types::exec_event, id.comm), &ev.id.comm);
+        put(offset_of!(types::exec_event, ctx.parent_start_ns), &ev.ctx.parent_start_ns.to_ne_bytes());
+        put(offset_of!(types::exec_event, ctx.uid), &ev.ctx.uid.to_ne_bytes());
+        put(offset_of!(types::exec_event, ctx.session_id), &ev.ctx.session_id.to_ne_bytes());
+        put(offset_of!(types::exec_event, ctx.tty_major), &ev.ctx.tty_major.to_ne_bytes());
+        put(offset_of!(types::exec_event, ctx.tty_minor), &ev.ctx.tty_minor.to_ne_bytes());
         put(offset_of!(types::exec_event, kill_rule), &ev.kill_rule.to_ne_bytes());
         put(offset_of!(types::exec_event, args_len), &ev.args_len.to_ne_bytes());
         put(offset_of!(types::exec_event, exe_len), &ev.exe_len.to_ne_bytes());
         put(offset_of!(types::exec_event, cwd_len), &ev.cwd_len.to_ne_bytes());
-        put(offset_of!(types::exec_event, comm), &ev.comm);
         b
     }
 

@@ -29,68 +29,70 @@
 #define RW_EXEC_F_NO_CWD 0x08 /* cwd path walk failed: cwd_len is 0 */
 
 /*
- * One exec, written at sched_process_exec. The fixed part is followed in the
- * same sample by args_len bytes of argv, exe_len bytes of the executable's
- * path and cwd_len bytes of the working directory (no NUL terminators);
- * hdr.size = sizeof(struct exec_event) + args_len + exe_len + cwd_len.
+ * Who a record is about. Every process record carries it right after rw_hdr,
+ * so user space builds the process identity (guid) with one decoder.
  */
-struct exec_event {
-	struct rw_hdr hdr;
-	__u64 start_ns; /* group leader's start_boottime */
+struct rw_proc_id {
+	__u64 start_ns; /* group leader's start_boottime; input of the guid */
+	__u32 pid; /* tgid */
+	__u32 tid; /* the acting thread */
+	__u32 ppid; /* real_parent->tgid */
+	__u32 _pad;
+	__u8 comm[RW_TASK_COMM_LEN];
+};
+_Static_assert(sizeof(struct rw_proc_id) == 40, "rw_proc_id layout changed: update the Rust asserts");
+
+/* The context exec and fork records add: parent identity, credentials, session, terminal, cgroup. */
+struct rw_proc_ctx {
 	__u64 parent_start_ns; /* real parent's group leader's start_boottime */
 	__u64 cgroup_id; /* cgroup v2 id */
-	__u32 pid; /* tgid */
-	__u32 tid; /* thread that called execve (old_pid) */
-	__u32 ppid; /* real_parent->tgid */
 	__u32 uid;
 	__u32 euid;
 	__u32 gid;
 	__u32 session_id;
 	__u32 tty_major;
 	__u32 tty_minor;
+};
+_Static_assert(sizeof(struct rw_proc_ctx) == 40, "rw_proc_ctx layout changed: update the Rust asserts");
+
+/*
+ * One exec, written at sched_process_exec. The fixed part is followed in the
+ * same sample by args_len bytes of argv, exe_len bytes of the executable's
+ * path and cwd_len bytes of the working directory (no NUL terminators);
+ * hdr.size = sizeof(struct exec_event) + args_len + exe_len + cwd_len.
+ * id.tid is the thread that called execve (old_pid).
+ */
+struct exec_event {
+	struct rw_hdr hdr;
+	struct rw_proc_id id;
+	struct rw_proc_ctx ctx;
 	__u32 kill_rule; /* rule index when RW_EXEC_F_KILLED, else 0 */
 	__u16 args_len;
 	__u16 exe_len;
 	__u16 cwd_len;
 	__u16 _pad;
-	__u8 comm[RW_TASK_COMM_LEN];
+	__u32 _pad2;
 };
-_Static_assert(sizeof(struct exec_event) == 104, "exec_event layout changed: update the Rust asserts");
-_Static_assert(__builtin_offsetof(struct exec_event, pid) == 40, "exec_event layout changed: update the Rust asserts");
+_Static_assert(sizeof(struct exec_event) == 112, "exec_event layout changed: update the Rust asserts");
+_Static_assert(__builtin_offsetof(struct exec_event, kill_rule) == 96,
+	       "exec_event layout changed: update the Rust asserts");
 
-/* A new process (not a thread), written at sched_process_fork. */
+/* A new process (not a thread), written at sched_process_fork; id.tid == id.pid. */
 struct fork_event {
 	struct rw_hdr hdr;
-	__u64 start_ns; /* child's start_boottime */
-	__u64 parent_start_ns; /* real parent's group leader's start_boottime */
-	__u64 cgroup_id;
-	__u32 pid; /* child tgid */
-	__u32 tid; /* child tid (== pid for a new process) */
-	__u32 ppid; /* child's real_parent->tgid */
-	__u32 uid;
-	__u32 euid;
-	__u32 gid;
-	__u32 session_id;
-	__u32 tty_major;
-	__u32 tty_minor;
-	__u32 _pad;
-	__u8 comm[RW_TASK_COMM_LEN];
+	struct rw_proc_id id;
+	struct rw_proc_ctx ctx;
 };
 _Static_assert(sizeof(struct fork_event) == 96, "fork_event layout changed: update the Rust asserts");
-_Static_assert(__builtin_offsetof(struct fork_event, pid) == 40, "fork_event layout changed: update the Rust asserts");
 
-/* A whole thread group exited, written at sched_process_exit of its last thread. */
+/* A whole thread group exited, written at sched_process_exit of its last thread (id.tid). */
 struct exit_event {
 	struct rw_hdr hdr;
-	__u64 start_ns; /* group leader's start_boottime */
-	__u32 pid; /* tgid */
-	__u32 tid; /* last thread to exit */
-	__u32 ppid;
+	struct rw_proc_id id;
 	__u32 status; /* wait(2) status: exit code << 8, or the terminating signal (| 0x80 on core dump) */
-	__u8 comm[RW_TASK_COMM_LEN];
+	__u32 _pad;
 };
-_Static_assert(sizeof(struct exit_event) == 56, "exit_event layout changed: update the Rust asserts");
-_Static_assert(__builtin_offsetof(struct exit_event, pid) == 24, "exit_event layout changed: update the Rust asserts");
+_Static_assert(sizeof(struct exit_event) == 64, "exit_event layout changed: update the Rust asserts");
 
 /* kill_exe_exact key: absolute exe path, zero-padded. */
 struct exe_path_key {

@@ -62,6 +62,28 @@ struct {
 	__type(value, struct exec_scratch);
 } exec_scratch SEC(".maps");
 
+/* Identity of `task` (its thread group) as every process record carries it; `tid` is the acting thread. */
+static __always_inline void fill_proc_id(struct rw_proc_id *id, struct task_struct *task, __u32 tid)
+{
+	id->start_ns = rw_task_start_ns(task);
+	id->pid = BPF_CORE_READ(task, tgid);
+	id->tid = tid;
+	id->ppid = rw_task_ppid(task);
+	id->_pad = 0;
+	if (bpf_probe_read_kernel(id->comm, sizeof(id->comm), &task->comm))
+		__builtin_memset(id->comm, 0, sizeof(id->comm));
+}
+
+/* Parent, credentials, session, terminal and cgroup of `task`, for exec and fork records. */
+static __always_inline void fill_proc_ctx(struct rw_proc_ctx *c, struct task_struct *task)
+{
+	c->parent_start_ns = rw_task_parent_start_ns(task);
+	c->cgroup_id = rw_task_cgroup_id(task);
+	rw_task_creds(task, &c->uid, &c->euid, &c->gid);
+	c->session_id = rw_task_session_id(task);
+	rw_task_tty(task, &c->tty_major, &c->tty_minor);
+}
+
 /*
  * Copies the path at scratch offset `start` (length `len`, from
  * rw_path_resolve) to dst. Returns the bytes copied, 0 on failure.
@@ -137,18 +159,11 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 		return 0;
 	ev = &s->ev;
 	rw_hdr_init(&ev->hdr, RW_KIND_EXEC, 0);
-	ev->start_ns = rw_task_start_ns(task);
-	ev->parent_start_ns = rw_task_parent_start_ns(task);
-	ev->cgroup_id = bpf_get_current_cgroup_id();
-	ev->pid = tgid;
-	ev->tid = BPF_CORE_READ(ctx, old_pid);
-	ev->ppid = rw_task_ppid(task);
-	rw_task_creds(task, &ev->uid, &ev->euid, &ev->gid);
-	ev->session_id = rw_task_session_id(task);
-	rw_task_tty(task, &ev->tty_major, &ev->tty_minor);
+	fill_proc_id(&ev->id, task, BPF_CORE_READ(ctx, old_pid));
+	fill_proc_ctx(&ev->ctx, task);
 	ev->kill_rule = 0;
 	ev->_pad = 0;
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	ev->_pad2 = 0;
 
 	/* argv: the new image's arg pages, NUL-separated. */
 	mm = BPF_CORE_READ(task, mm);
@@ -227,18 +242,8 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	if (!ev)
 		return 0;
 	rw_hdr_init(&ev->hdr, RW_KIND_FORK, sizeof(*ev));
-	ev->start_ns = BPF_CORE_READ(child, start_boottime);
-	ev->parent_start_ns = rw_task_parent_start_ns(child);
-	ev->cgroup_id = rw_task_cgroup_id(child);
-	ev->pid = pid;
-	ev->tid = tid;
-	ev->ppid = rw_task_ppid(child);
-	rw_task_creds(child, &ev->uid, &ev->euid, &ev->gid);
-	ev->session_id = rw_task_session_id(child);
-	rw_task_tty(child, &ev->tty_major, &ev->tty_minor);
-	ev->_pad = 0;
-	if (bpf_probe_read_kernel(ev->comm, sizeof(ev->comm), &child->comm))
-		__builtin_memset(ev->comm, 0, sizeof(ev->comm));
+	fill_proc_id(&ev->id, child, tid);
+	fill_proc_ctx(&ev->ctx, child);
 	rw_submit(ev);
 	return 0;
 }
@@ -281,12 +286,9 @@ int handle_exit(void *ctx)
 	if (!ev)
 		return 0;
 	rw_hdr_init(&ev->hdr, RW_KIND_EXIT, sizeof(*ev));
-	ev->start_ns = rw_task_start_ns(task);
-	ev->pid = tgid;
-	ev->tid = (__u32)id;
-	ev->ppid = rw_task_ppid(task);
+	fill_proc_id(&ev->id, task, (__u32)id);
 	ev->status = status;
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	ev->_pad = 0;
 	rw_submit(ev);
 	return 0;
 }
