@@ -357,6 +357,19 @@ pub fn container_id_from_cgroup(path: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The `(name, uid)` entries of text in passwd(5) format (`name:x:uid:gid:...`), in file order; comment, empty
+/// and malformed lines are skipped. Callers that map either way keep the first entry, as getpwnam/getpwuid do.
+pub fn passwd_entries(text: &str) -> impl Iterator<Item = (&str, u32)> {
+    text.lines().filter_map(|line| {
+        let mut fields = line.split(':');
+        let (name, uid) = (fields.next()?, fields.nth(1)?);
+        if name.is_empty() || name.starts_with('#') {
+            return None;
+        }
+        Some((name, uid.parse().ok()?))
+    })
+}
+
 /// uid -> user name, from /etc/passwd, re-read at most every 10 s when a uid is unknown.
 #[derive(Debug, Default)]
 struct UserNames {
@@ -369,15 +382,10 @@ impl UserNames {
         if !self.names.contains_key(&uid) && self.loaded_at.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             self.loaded_at = Some(Instant::now());
             if let Ok(passwd) = fs::read_to_string("/etc/passwd") {
-                self.names = passwd
-                    .lines()
-                    .filter_map(|l| {
-                        let mut f = l.split(':');
-                        let name = f.next()?;
-                        let uid = f.nth(1)?.parse().ok()?;
-                        Some((uid, name.to_owned()))
-                    })
-                    .collect();
+                self.names.clear();
+                for (name, uid) in passwd_entries(&passwd) {
+                    self.names.entry(uid).or_insert_with(|| name.to_owned());
+                }
             }
         }
         self.names.get(&uid).cloned()
@@ -416,6 +424,12 @@ mod tests {
         assert_eq!(container_id_from_cgroup(&format!("/docker/{id}")), Some(id.clone()));
         assert_eq!(container_id_from_cgroup(&format!("/system.slice/docker-{id}.scope")), Some(id));
         assert_eq!(container_id_from_cgroup("/user.slice"), None);
+    }
+
+    #[test]
+    fn passwd_entries_skip_junk_and_keep_order() {
+        let text = "root:x:0:0:root:/root:/bin/bash\n#c:x:1:1\nbad\nalice:x:1000:1000::/h:/bin/sh\nx:x:nan:0\n";
+        assert_eq!(passwd_entries(text).collect::<Vec<_>>(), vec![("root", 0), ("alice", 1000)]);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use ringwatch_core::proc_table::passwd_entries;
+
 /// The user database a policy's `user:` names are resolved against (normally /etc/passwd).
 #[derive(Debug, Clone, Default)]
 pub struct UserDb {
@@ -22,15 +24,8 @@ impl UserDb {
     /// Parses text in passwd(5) format (`name:x:uid:gid:...`). The first entry of a name wins, as with getpwnam.
     pub fn from_passwd(text: &str) -> Self {
         let mut by_name = HashMap::new();
-        for line in text.lines() {
-            let mut fields = line.split(':');
-            let (Some(name), Some(uid)) = (fields.next(), fields.nth(1)) else { continue };
-            if name.is_empty() || name.starts_with('#') {
-                continue;
-            }
-            if let Ok(uid) = uid.parse::<u32>() {
-                by_name.entry(name.to_owned()).or_insert(uid);
-            }
+        for (name, uid) in passwd_entries(text) {
+            by_name.entry(name.to_owned()).or_insert(uid);
         }
         UserDb { by_name, source: "the user database".to_owned() }
     }
