@@ -219,11 +219,8 @@ fn stop_agent(agent: &mut Child) -> Result<()> {
 
 /// utime + stime of a live process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    // After the comm: field 3 is index 0, so utime (14) and stime (15) are indexes 11 and 12.
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / ringwatch_core::guid::USER_HZ as f64
+    let ticks = ringwatch_core::proc_table::read_stat(pid).map_or(0, |st| st.cpu_ticks);
+    ticks as f64 / ringwatch_core::guid::USER_HZ as f64
 }
 
 /// Counts the storm's exec events (parent = the storm shell) and the drops in an agent's output.

@@ -243,8 +243,7 @@ pub fn read_proc_process(pid: u32) -> Option<Process> {
     let exe = fs::read_link(format!("{base}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let cmdline = fs::read(format!("{base}/cmdline")).map(|b| split_nul(&b)).unwrap_or_default();
     let cwd = fs::read_link(format!("{base}/cwd")).ok().map(|p| p.to_string_lossy().into_owned());
-    let stat = fs::read_to_string(format!("{base}/stat")).ok()?;
-    let stat = parse_stat(&stat)?;
+    let stat = read_stat(pid)?;
     let status = fs::read_to_string(format!("{base}/status")).ok()?;
     let ids = |key: &str| -> Vec<u32> {
         status
@@ -298,8 +297,15 @@ pub struct ProcStat {
     pub session: u32,
     /// Field 7.
     pub tty_nr: u32,
+    /// Fields 14 + 15: user plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
     /// Field 22, clock ticks since boot.
     pub start_ticks: u64,
+}
+
+/// Reads and parses /proc/`pid`/stat; `None` when the process is gone.
+pub fn read_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Parses /proc/PID/stat. `comm` may contain spaces and parentheses, so fields are counted after the last `)`.
@@ -314,6 +320,7 @@ pub fn parse_stat(s: &str) -> Option<ProcStat> {
         ppid: rest.get(1)?.parse().ok()?,
         session: rest.get(3)?.parse().ok()?,
         tty_nr: rest.get(4)?.parse::<i64>().ok()? as u32,
+        cpu_ticks: rest.get(11)?.parse::<u64>().ok()?.saturating_add(rest.get(12)?.parse().ok()?),
         start_ticks: rest.get(19)?.parse().ok()?,
     })
 }
@@ -406,6 +413,7 @@ mod tests {
         assert_eq!(st.session, 1234);
         assert_eq!(st.tty_nr, 34816);
         assert_eq!(st.start_ticks, 98765);
+        assert_eq!(st.cpu_ticks, 11, "utime 5 + stime 6");
         assert_eq!(tty_name_from_nr(34816).as_deref(), Some("pts/0"));
     }
 

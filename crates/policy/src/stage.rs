@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use ringwatch_core::pipeline::Stage;
-use ringwatch_core::proc_table::{ProcessTable, parse_stat};
+use ringwatch_core::proc_table::{ProcessTable, read_stat};
 use ringwatch_core::{Action, Activity, Domain, Event, Timestamp};
 
 use crate::policy::Policy;
@@ -86,7 +86,7 @@ fn kill_process(ev: &Event, rule: &str) -> bool {
     }
     let Ok(raw) = i32::try_from(pid) else { return false };
     if ev.process.start_ticks != 0 {
-        let current = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse_stat(&s));
+        let current = read_stat(pid);
         match current {
             Some(stat) if stat.start_ticks == ev.process.start_ticks => {}
             _ => return false, // gone, or the pid now names another process

@@ -39,7 +39,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use ringwatch_core::guid::{process_guid, start_time_from_ticks};
-use ringwatch_core::proc_table::{container_id_from_cgroup, parse_stat, tty_name_from_nr};
+use ringwatch_core::proc_table::{container_id_from_cgroup, read_stat, tty_name_from_nr};
 use ringwatch_core::{
     Action, Activity, Backend, Decider, Decision, Domain, Event, EventSender, Mode, Probe, Process, Source,
     SourceContext, SourceError, SourceKind,
@@ -196,7 +196,7 @@ fn add_context(p: &mut Process, peer_pid: u32) {
     }
     if p.parent_guid.is_none()
         && p.ppid != 0
-        && let Some(st) = fs::read_to_string(format!("/proc/{}/stat", p.ppid)).ok().and_then(|s| parse_stat(&s))
+        && let Some(st) = read_stat(p.ppid)
     {
         p.parent_guid = Some(process_guid(p.ppid, st.start_ticks));
     }
@@ -255,7 +255,7 @@ impl ProcFacts {
                 }
             }
         }
-        if let Some(st) = fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse_stat(&s)) {
+        if let Some(st) = read_stat(pid) {
             facts.start_ticks = Some(st.start_ticks);
             facts.session = Some((st.session, st.tty_nr));
         }
