@@ -16,10 +16,12 @@ use clap::Args;
 use ringwatch_core::pipeline::Stage;
 use ringwatch_core::proc_table::ProcessTable;
 use ringwatch_core::sink::{JsonLinesSink, Sink};
-use ringwatch_core::{Activity, Decider, Domain, Event, Pipeline, Shutdown, SourceContext};
+use ringwatch_core::{
+    Activity, Decider, Domain, Event, EventSender, Mode, Pipeline, Probe, Shutdown, Source, SourceContext,
+};
 use ringwatch_policy::{Policy, PolicyStage};
 
-use crate::backends::{ModeSpec, StartConfig, probe_all, select};
+use crate::backends::{BackendSpec, ModeSpec, StartConfig, probe_all, select};
 use crate::{MissingCapability, require_root};
 
 /// Default path of the hook socket.
@@ -75,50 +77,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let probes = probe_all();
     let mut sources = Vec::new();
     for domain in Domain::MONITORED {
-        let choice = modes.choice(domain);
-        let picked = select(domain, choice, &probes);
-        let explicit = modes.is_explicit(domain);
-        if explicit && picked.is_empty() {
-            bail!(MissingCapability(format!("--mode {domain}: no backend matches {choice:?}")));
-        }
-        let mut started_kernel = false;
-        let mut fallback_needed = false;
-        for (spec, probe) in &picked {
-            if !probe.available {
-                let msg = format!("{} cannot run here: {}", spec.label(), probe.detail);
-                if explicit {
-                    bail!(MissingCapability(msg));
-                }
-                tracing::warn!("{msg}");
-                continue;
-            }
-            match spec.start(&cfg) {
-                Ok(src) => {
-                    tracing::info!(backend = %spec.label(), "started");
-                    started_kernel |= spec.mode == ringwatch_core::Mode::Kernel;
-                    sources.push(src);
-                }
-                Err(e) if explicit => return Err(e).context(format!("starting {}", spec.label())),
-                Err(e) => {
-                    tracing::warn!(backend = %spec.label(), error = %e, "could not start; falling back");
-                    agent_tx.send(Event::sensor(Activity::Error, &spec.label(), e.to_string(), None));
-                    fallback_needed |= spec.mode == ringwatch_core::Mode::Kernel;
-                }
-            }
-        }
-        if fallback_needed && !started_kernel {
-            for (spec, probe) in
-                probes.iter().filter(|(s, p)| s.domain == domain && s.mode == ringwatch_core::Mode::User && p.available)
-            {
-                match spec.start(&cfg) {
-                    Ok(src) => {
-                        tracing::info!(backend = %spec.label(), detail = %probe.detail, "started (fallback)");
-                        sources.push(src);
-                    }
-                    Err(e) => tracing::warn!(backend = %spec.label(), error = %e, "fallback could not start"),
-                }
-            }
-        }
+        sources.extend(start_domain(domain, &modes, &probes, &cfg, &agent_tx)?);
     }
     if sources.is_empty() {
         bail!(MissingCapability("no backend could start here; see `ringwatch probe`".into()));
@@ -198,4 +157,59 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+/// Starts the backends `--mode` selects for `domain`.
+///
+/// An explicit choice (`kernel`, `user`, `both`, a source name) must start completely, or the agent stops with the
+/// reason (exit 3 when it is a missing privilege or feature). `best` starts the kernel backends that probe
+/// available and, when none of them starts after all, the user backends instead; each failure becomes a
+/// `sensor`/`error` event so the fallback is on record.
+fn start_domain(
+    domain: Domain,
+    modes: &ModeSpec,
+    probes: &[(BackendSpec, Probe)],
+    cfg: &StartConfig,
+    agent_tx: &EventSender,
+) -> Result<Vec<Box<dyn Source>>> {
+    let choice = modes.choice(domain);
+    let picked = select(domain, choice, probes);
+    if modes.is_explicit(domain) {
+        if picked.is_empty() {
+            bail!(MissingCapability(format!("--mode {domain}: no backend matches {choice:?}")));
+        }
+        return picked
+            .iter()
+            .map(|(spec, probe)| {
+                if !probe.available {
+                    bail!(MissingCapability(format!("{} cannot run here: {}", spec.label(), probe.detail)));
+                }
+                let src = spec.start(cfg).with_context(|| format!("starting {}", spec.label()))?;
+                tracing::info!(backend = %spec.label(), "started");
+                Ok(src)
+            })
+            .collect();
+    }
+    let start_or_report = |spec: &BackendSpec| match spec.start(cfg) {
+        Ok(src) => {
+            tracing::info!(backend = %spec.label(), "started");
+            Some(src)
+        }
+        Err(e) => {
+            tracing::warn!(backend = %spec.label(), error = %e, "could not start");
+            agent_tx.send(Event::sensor(Activity::Error, &spec.label(), e.to_string(), None));
+            None
+        }
+    };
+    let started: Vec<_> = picked.iter().filter_map(|(spec, _)| start_or_report(spec)).collect();
+    let kernel_was_picked = picked.iter().any(|(spec, _)| spec.mode == Mode::Kernel);
+    if !started.is_empty() || !kernel_was_picked {
+        return Ok(started);
+    }
+    tracing::warn!(%domain, "no kernel backend started; falling back to user mode");
+    Ok(probes
+        .iter()
+        .filter(|(spec, probe)| spec.domain == domain && spec.mode == Mode::User && probe.available)
+        .filter_map(|(spec, _)| start_or_report(spec))
+        .collect())
 }

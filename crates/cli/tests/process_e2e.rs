@@ -159,3 +159,26 @@ fn agent_keeps_running_when_a_hook_sends_garbage() {
         .sum();
     assert!(malformed >= 3, "garbage is counted, not ignored: {malformed}");
 }
+
+#[test]
+fn default_mode_picks_the_kernel_backend_and_stops_after_duration() {
+    if !backend_available("process", "ebpf") {
+        return;
+    }
+    let dir = temp_dir("e2e-default");
+    let out = dir.path().join("events.jsonl");
+    let status = common::ringwatch()
+        .args(["run", "--duration", "1", "--out"])
+        .arg(&out)
+        .arg("--hook-socket")
+        .arg(dir.path().join("hook.sock"))
+        .status()
+        .expect("agent runs");
+    assert!(status.success(), "{status}");
+    let events = common::read_events(&out);
+    let start = events.iter().find(|e| e["activity"] == "start").expect("a start event");
+    let message = start["sensor"]["message"].as_str().expect("message");
+    assert!(message.contains("process/kernel"), "best = kernel here: {message}");
+    assert!(!message.contains("process/proc_connector"), "no user fallback when the kernel started: {message}");
+    assert!(events.iter().any(|e| e["activity"] == "stop"));
+}
