@@ -168,7 +168,7 @@ fn init_logging(verbose: u8) {
 
 /// Fails with exit code 3 unless running as root.
 fn require_root(what: &str) -> anyhow::Result<()> {
-    if nix::unistd::geteuid().is_root() {
+    if ringwatch_domains::probe::is_root() {
         Ok(())
     } else {
         Err(MissingCapability(format!(
