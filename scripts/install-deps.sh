@@ -5,7 +5,7 @@
 # clang-format: the C style check in `make lint`.
 # gcc/libc6-dev: the hook's C shims and the static test binary (`gcc -static`); util-linux: `unshare` in tests.
 set -euo pipefail
-packages=(clang clang-format llvm libelf-dev zlib1g-dev pkg-config bpftool gcc libc6-dev make util-linux procps)
+packages=(clang clang-format llvm libelf-dev zlib1g-dev pkg-config bpftool gcc libc6-dev make util-linux procps nats-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

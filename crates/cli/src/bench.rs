@@ -189,7 +189,7 @@ fn one_storm(dir: &Path, round: u32, mode: Option<&str>, hook: Option<&Path>, ex
 fn start_agent(mode: &str, out: &Path, socket: &Path) -> Result<Child> {
     let exe = std::env::current_exe()?;
     let child = Command::new(exe)
-        .args(["run", "--mode", &format!("all=off,{mode}"), "--out"])
+        .args(["run", "--store", "off", "--mode", &format!("all=off,{mode}"), "--out"])
         .arg(out)
         .arg("--hook-socket")
         .arg(socket)

@@ -7,10 +7,17 @@
 
 mod backends;
 mod bench;
+mod collect_cmd;
+mod export_cmd;
 mod hook_cmd;
+mod metrics;
+mod nats_args;
 mod policy_cmd;
 mod probe_cmd;
+mod query_cmd;
 mod run;
+mod tree_cmd;
+mod units;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +73,14 @@ enum Command {
     /// Inject the LD_PRELOAD hook library (user-mode backends) per process or system-wide.
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Hunt with SQL over the local event store.
+    Query(query_cmd::QueryArgs),
+    /// Show a process tree from the store, with each process's file, network, keystroke and alert events.
+    Tree(tree_cmd::TreeArgs),
+    /// Export events from the store as JSON lines.
+    Export(export_cmd::ExportArgs),
+    /// The fleet's central consumer: store every event forwarded to NATS JetStream exactly once.
+    Collect(collect_cmd::CollectArgs),
     /// Measure the sensor's overhead against a no-sensor baseline in one run.
     Bench(bench::BenchArgs),
 }
@@ -118,6 +133,10 @@ fn main() -> ExitCode {
         Command::Hook(HookCommand::Env) => hook_cmd::env(),
         Command::Hook(HookCommand::Install { file }) => hook_cmd::install(&file),
         Command::Hook(HookCommand::Uninstall { file }) => hook_cmd::uninstall(&file),
+        Command::Query(args) => query_cmd::run(args),
+        Command::Tree(args) => tree_cmd::run(args),
+        Command::Export(args) => export_cmd::run(args),
+        Command::Collect(args) => collect_cmd::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -19,9 +19,14 @@ use ringwatch_core::sink::{JsonLinesSink, Sink};
 use ringwatch_core::{
     Activity, Decider, Domain, Event, EventSender, Mode, Pipeline, Probe, Shutdown, Source, SourceContext,
 };
+use ringwatch_forward::{ForwardOptions, ForwardSink};
 use ringwatch_policy::{Policy, PolicyStage};
+use ringwatch_store::{StoreOptions, StoreSink};
 
 use crate::backends::{BackendSpec, ModeSpec, StartConfig, probe_all, select};
+use crate::metrics::{self, MetricsInputs};
+use crate::nats_args::NatsArgs;
+use crate::units::{parse_age, parse_size};
 use crate::{MissingCapability, require_root};
 
 /// Default path of the hook socket.
@@ -50,6 +55,31 @@ pub struct RunArgs {
     /// Unix socket the hook library reports to (the hook reads RINGWATCH_HOOK_SOCKET).
     #[arg(long, default_value = DEFAULT_HOOK_SOCKET)]
     pub hook_socket: PathBuf,
+    /// Host name stamped on every event and used in NATS subjects (default: this machine's host name).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// SQLite event store for hunting (`ringwatch query`, `tree`); `off` to keep none. Created 0600. If it cannot
+    /// be opened the agent says why and keeps streaming to the other sinks.
+    #[arg(long, value_name = "PATH|off", default_value = ringwatch_store::DEFAULT_STORE_PATH)]
+    pub store: String,
+    /// Delete stored events older than this (s, m, h, d).
+    #[arg(long, value_name = "AGE", default_value = "30d")]
+    pub store_max_age: String,
+    /// Keep the store under this size, deleting the oldest events first (e.g. 512MiB, 2GB).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
+    pub store_max_size: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// With --nats: where events wait on disk until JetStream acknowledges them (nothing is lost while the server
+    /// is down or slow).
+    #[arg(long, value_name = "DIR", default_value = ringwatch_forward::DEFAULT_SPOOL_DIR)]
+    pub spool: PathBuf,
+    /// With --nats: spool size cap; events beyond it are dropped and reported as sensor/drop events.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
+    pub spool_max_size: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// Runs the agent until shutdown.
@@ -60,6 +90,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     {
         return Err(crate::UsageError(format!("--duration must be a positive number of seconds, got {d}")).into());
     }
+    let store_opts = StoreOptions {
+        max_age: Some(parse_age(&args.store_max_age)?),
+        max_bytes: Some(parse_size(&args.store_max_size)?),
+    };
+    let spool_max_bytes = parse_size(&args.spool_max_size)?;
     let policy = match &args.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::observe_only(),
@@ -88,8 +123,45 @@ pub fn run(args: RunArgs) -> Result<()> {
         "-" => Box::new(JsonLinesSink::stdout()),
         path => Box::new(JsonLinesSink::file(path.as_ref()).with_context(|| format!("opening --out {path}"))?),
     });
+    let store_stats = match args.store.as_str() {
+        "off" => None,
+        path => match StoreSink::open(path.as_ref(), &store_opts) {
+            Ok(sink) => {
+                let stats = sink.stats();
+                sinks.push(Box::new(sink));
+                Some(stats)
+            }
+            Err(e) => {
+                // The store is for hunting later; the live streams matter more. Say why loudly and keep going.
+                tracing::error!("event store disabled: {e}");
+                agent_tx.send(Event::sensor(Activity::Error, "sink:store", format!("store disabled: {e}"), None));
+                None
+            }
+        },
+    };
+    let forward_stats = match args.nats.options() {
+        None => None,
+        Some(nats) => {
+            let opts = ForwardOptions { nats, spool_dir: args.spool.clone(), spool_max_bytes };
+            let sink = ForwardSink::start(opts, pipeline.stats().component("sink:nats"))
+                .with_context(|| format!("starting the NATS forwarder (spool {})", args.spool.display()))?;
+            let stats = sink.stats();
+            sinks.push(Box::new(sink));
+            Some(stats)
+        }
+    };
 
     let shutdown = Shutdown::new();
+    if let Some(addr) = &args.metrics {
+        let inputs = MetricsInputs {
+            pipeline: pipeline.stats(),
+            policy: policy.clone(),
+            store: store_stats,
+            forward: forward_stats,
+        };
+        let sink = metrics::start(addr, inputs, shutdown.clone()).with_context(|| format!("--metrics {addr}"))?;
+        sinks.push(Box::new(sink));
+    }
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.flag().clone()).context("installing signal handlers")?;
     }
@@ -108,7 +180,10 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let stats = pipeline.stats();
     let senders: Vec<_> = sources.iter().map(|s| pipeline.sender(s.name())).collect();
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(|| hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default());
     let consumer = {
         let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(PolicyStage::new(policy.clone()))];
         thread::Builder::new().name("pipeline".into()).spawn(move || {

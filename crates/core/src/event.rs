@@ -436,6 +436,10 @@ pub struct SensorInfo {
 /// One event, as written to every sink.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Unique, stable id of this event (see [`crate::event_id`]): assigned once by the pipeline, kept by every sink,
+    /// and used as the message id when forwarding so a resent event is stored once.
+    #[serde(default)]
+    pub id: String,
     /// When it happened (wall clock, UTC).
     pub time: Timestamp,
     /// Host name of the sensor.
@@ -480,6 +484,7 @@ impl Event {
     /// A new event of `domain`/`activity` from `backend`, stamped now; `trusted` is true except for preload hooks.
     pub fn new(domain: Domain, activity: Activity, backend: Backend) -> Self {
         Event {
+            id: String::new(),
             time: Timestamp::now(),
             host: String::new(),
             domain,

@@ -9,6 +9,7 @@
 //! - [`compiled`]: policy compiled into the forms backends enforce themselves (kernel kill lists, ...).
 //! - [`decide`]: the [`Decider`] trait policy implements, used by hooks (before the act) and the pipeline.
 //! - [`event`]: the JSON event contract of DESIGN.md §4 (OCSF-aligned serde structs).
+//! - [`event_id`]: unique event ids (instance prefix + sequence), the key for exactly-once storage.
 //! - [`guid`]: stable, never-reused process ids from boot id + pid + start time.
 //! - [`proc_table`]: the process table, seeded from /proc and kept current from events; it fills in
 //!   parent guid, ancestry, user names and session data for every event.
@@ -21,6 +22,7 @@
 pub mod compiled;
 pub mod decide;
 pub mod event;
+pub mod event_id;
 pub mod guid;
 pub mod pipeline;
 pub mod proc_table;

@@ -5,6 +5,10 @@
 //! before the queue (ring-buffer reserve failures, malformed records) through the same sender. Once a second the
 //! consumer turns non-zero counter deltas into `sensor`/`drop` events, so nothing is lost silently.
 //!
+//! Every event gets its [`crate::event_id`] here, before any sink sees it. A sink that fails keeps the others
+//! going: its failures are counted and reported as `sensor`/`error` events (at most one per sink per second) to
+//! every sink, so a locked store still shows up in the JSON lines and on NATS.
+//!
 //! The consumer takes events in batches (up to [`BATCH_MAX`] per wake-up), which keeps per-event cost low and lets
 //! sinks write one buffered chunk per batch.
 
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::event::{Activity, Event};
+use crate::event_id::EventIds;
 use crate::proc_table::ProcessTable;
 use crate::sink::Sink;
 
@@ -49,7 +54,10 @@ pub struct PipelineStats {
     pub accepted: AtomicU64,
     /// Events written to the sinks.
     pub written: AtomicU64,
+    /// Events waiting in the queue, sampled by the consumer at each batch.
+    pub queue_depth: AtomicU64,
     components: Mutex<BTreeMap<String, Arc<LossCounters>>>,
+    sink_errors: Mutex<BTreeMap<String, u64>>,
 }
 
 impl PipelineStats {
@@ -68,6 +76,18 @@ impl PipelineStats {
                 (k.clone(), (load(&c.queue_full), load(&c.lost_upstream), load(&c.malformed)))
             })
             .collect()
+    }
+
+    /// A snapshot: sink name -> failed batch writes and flushes.
+    pub fn sink_errors(&self) -> BTreeMap<String, u64> {
+        self.sink_errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn count_sink_error(&self, sink: &str) -> u64 {
+        let mut map = self.sink_errors.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(sink.to_owned()).or_default();
+        *n += 1;
+        *n
     }
 }
 
@@ -116,13 +136,19 @@ pub struct Pipeline {
     tx: Sender<Event>,
     rx: Receiver<Event>,
     stats: Arc<PipelineStats>,
+    ids: EventIds,
 }
 
 impl Pipeline {
     /// A pipeline whose queue holds at most `capacity` events.
     pub fn new(capacity: usize) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
-        Pipeline { tx, rx, stats: Arc::default() }
+        Pipeline { tx, rx, stats: Arc::default(), ids: EventIds::new() }
+    }
+
+    /// The prefix of every event id this pipeline assigns (unique per agent run).
+    pub fn instance(&self) -> &str {
+        self.ids.instance()
     }
 
     /// A sender for `component` (e.g. `process/kernel`); its losses are reported under that name.
@@ -137,13 +163,14 @@ impl Pipeline {
 
     /// Consumes events until every sender is dropped and the queue is empty, then flushes the sinks.
     ///
-    /// For each event: skip the agent's own activity, update the process table, enrich, run the stages, write.
-    /// `host` is stamped on every event.
+    /// For each event: skip the agent's own activity, assign its id, update the process table, enrich, run the
+    /// stages, write. `host` is stamped on every event.
     pub fn run(self, host: &str, table: &mut ProcessTable, stages: &mut [Box<dyn Stage>], sinks: &mut [Box<dyn Sink>]) {
-        let Pipeline { tx, rx, stats } = self;
+        let Pipeline { tx, rx, stats, mut ids } = self;
         drop(tx);
         let own_pid = std::process::id();
         let mut reported: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        let mut sink_reports = SinkErrorReports::default();
         let mut last_report = Instant::now();
         let mut batch: Vec<Event> = Vec::with_capacity(BATCH_MAX);
         let mut disconnected = false;
@@ -159,15 +186,18 @@ impl Pipeline {
                     Err(_) => break,
                 }
             }
+            stats.queue_depth.store(rx.len() as u64, Ordering::Relaxed);
             if last_report.elapsed() >= DROP_REPORT_INTERVAL || disconnected {
                 batch.extend(loss_reports(&stats, &mut reported));
                 last_report = Instant::now();
             }
+            batch.append(&mut sink_reports.pending);
             if batch.is_empty() {
                 continue;
             }
             batch.retain(|ev| ev.process.pid != own_pid || ev.domain == crate::event::Domain::Sensor);
             for ev in batch.iter_mut() {
+                ids.assign(&mut ev.id);
                 ev.host.clear();
                 ev.host.push_str(host);
                 table.observe(ev);
@@ -178,7 +208,7 @@ impl Pipeline {
             }
             for sink in sinks.iter_mut() {
                 if let Err(e) = sink.write_batch(&batch) {
-                    tracing::warn!(sink = sink.name(), error = %e, "sink write failed");
+                    sink_reports.failed(&stats, sink.name(), "write", &e);
                 }
             }
             stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -187,9 +217,31 @@ impl Pipeline {
         }
         for sink in sinks.iter_mut() {
             if let Err(e) = sink.flush() {
-                tracing::warn!(sink = sink.name(), error = %e, "sink flush failed");
+                sink_reports.failed(&stats, sink.name(), "flush", &e);
             }
         }
+    }
+}
+
+/// Turns sink failures into `sensor`/`error` events, at most one per sink per [`DROP_REPORT_INTERVAL`].
+#[derive(Default)]
+struct SinkErrorReports {
+    last: BTreeMap<String, (Instant, u64)>,
+    pending: Vec<Event>,
+}
+
+impl SinkErrorReports {
+    fn failed(&mut self, stats: &PipelineStats, sink: &str, op: &str, err: &std::io::Error) {
+        let total = stats.count_sink_error(sink);
+        let due = self.last.get(sink).is_none_or(|(at, _)| at.elapsed() >= DROP_REPORT_INTERVAL);
+        if !due {
+            return;
+        }
+        let since = total - self.last.get(sink).map_or(0, |(_, n)| *n);
+        self.last.insert(sink.to_owned(), (Instant::now(), total));
+        tracing::warn!(sink, error = %err, failures = total, "sink {op} failed; other sinks keep going");
+        let msg = format!("sink {sink}: {op} failed: {err}");
+        self.pending.push(Event::sensor(Activity::Error, &format!("sink:{sink}"), msg, Some(since)));
     }
 }
 
@@ -245,6 +297,49 @@ mod tests {
         assert_eq!(drops.len(), 2, "one report for queue-full, one for malformed: {drops:?}");
         assert!(drops.iter().all(|e| e.sensor.as_ref().and_then(|s| s.count) == Some(1)));
         assert!(seen.iter().all(|e| e.host == "h"));
+        let ids: std::collections::BTreeSet<&str> = seen.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), seen.len(), "every event has its own id");
+        assert!(!ids.contains(""));
+    }
+
+    struct FailingSink;
+
+    impl Sink for FailingSink {
+        fn name(&self) -> &str {
+            "failing"
+        }
+        fn write_batch(&mut self, _: &[Event]) -> std::io::Result<()> {
+            Err(std::io::Error::other("database is locked"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_is_reported_to_the_others_which_keep_receiving() {
+        let pipeline = Pipeline::new(8);
+        let stats = pipeline.stats();
+        let sender = pipeline.sender("s");
+        sender.send(exec_event(1));
+        let memory = MemorySink::default();
+        let seen = memory.events();
+        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(FailingSink), Box::new(memory)];
+        let consumer = std::thread::spawn(move || {
+            pipeline.run("h", &mut ProcessTable::empty(), &mut [], &mut sinks);
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        sender.send(exec_event(2));
+        drop(sender);
+        consumer.join().expect("consumer");
+        let seen = seen.lock().expect("not poisoned");
+        assert_eq!(seen.iter().filter(|e| e.domain == crate::event::Domain::Process).count(), 2);
+        let errors: Vec<_> = seen.iter().filter(|e| e.activity == Activity::Error).collect();
+        assert_eq!(errors.len(), 1, "one report within the interval: {errors:?}");
+        let sensor = errors[0].sensor.as_ref().expect("sensor info");
+        assert!(sensor.message.contains("database is locked"), "{}", sensor.message);
+        assert_eq!(sensor.component.as_deref(), Some("sink:failing"));
+        assert!(stats.sink_errors()["failing"] >= 2);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `ringwatch run --out FILE --hook-socket SOCK ARGS...` and waits for its `start` event.
+    /// Starts `ringwatch run --out FILE --hook-socket SOCK [--store off] ARGS...` and waits for its `start` event.
     pub fn start(dir: &Path, args: &[&str]) -> Agent {
         let out = dir.join("events.jsonl");
         let socket = dir.join("hook.sock");
@@ -60,6 +60,8 @@ impl Agent {
             .arg(&out)
             .arg("--hook-socket")
             .arg(&socket)
+            // Tests that do not test the store keep none (the default path is shared by every agent).
+            .args(if args.contains(&"--store") { &[][..] } else { &["--store", "off"][..] })
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
