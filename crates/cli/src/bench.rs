@@ -25,9 +25,12 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
     pub what: BenchKind,
-    /// Execs per storm.
+    /// Execs per storm (process).
     #[arg(long, default_value_t = 5000)]
     pub execs: u32,
+    /// Events to ingest or forward (store: 1,000,000; forward: 200,000).
+    #[arg(long)]
+    pub events: Option<u64>,
     /// Rounds (each round runs every configuration once); medians are reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
@@ -41,6 +44,10 @@ pub struct BenchArgs {
 pub enum BenchKind {
     /// Exec storm: no sensor vs each process backend.
     Process,
+    /// Store ingest rate and a hunt query over the stored events.
+    Store,
+    /// Forwarder throughput to a local nats-server (started by the bench).
+    Forward,
 }
 
 /// One configuration's medians.
@@ -67,7 +74,11 @@ const CONFIGS: [(&str, Option<&str>); 4] = [
 /// Runs the benchmark and prints a table (and JSON if asked).
 pub fn run(args: BenchArgs) -> Result<()> {
     require_root("ringwatch bench")?;
-    let BenchKind::Process = args.what;
+    match args.what {
+        BenchKind::Process => {}
+        BenchKind::Store => return crate::bench_store::run(&args),
+        BenchKind::Forward => return crate::bench_forward::run(&args),
+    }
     let dir = std::env::temp_dir().join(format!("ringwatch-bench-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let hook = ringwatch_domains::preload::hook_library_path();

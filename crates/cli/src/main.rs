@@ -7,6 +7,8 @@
 
 mod backends;
 mod bench;
+mod bench_forward;
+mod bench_store;
 mod collect_cmd;
 mod export_cmd;
 mod hook_cmd;
