@@ -177,9 +177,10 @@ fn exit_code_for(err: &anyhow::Error) -> u8 {
 }
 
 fn init_logging(verbose: u8) {
+    // The NATS client logs every reconnect attempt at info; the forwarder reports those itself (metrics, errors).
     let default = match verbose {
-        0 => "info",
-        1 => "debug",
+        0 => "info,async_nats=warn",
+        1 => "debug,async_nats=info",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RINGWATCH_LOG")

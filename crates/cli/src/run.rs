@@ -19,6 +19,7 @@ use ringwatch_core::sink::{JsonLinesSink, Sink};
 use ringwatch_core::{
     Activity, Decider, Domain, Event, EventSender, Mode, Pipeline, Probe, Shutdown, Source, SourceContext,
 };
+use ringwatch_forward::connect::Connector;
 use ringwatch_forward::{ForwardOptions, ForwardSink};
 use ringwatch_policy::{Policy, PolicyStage};
 use ringwatch_store::{StoreOptions, StoreSink};
@@ -95,6 +96,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         max_bytes: Some(parse_size(&args.store_max_size)?),
     };
     let spool_max_bytes = parse_size(&args.spool_max_size)?;
+    if let Some(addr) = &args.metrics {
+        metrics::parse_addr(addr)?;
+    }
+    if let Some(nats) = args.nats.options() {
+        // Bad URLs and unreadable credential/certificate files are usage errors, found before anything starts.
+        Connector::new(&nats, "ringwatch-agent").map_err(|e| crate::UsageError(e.to_string()))?;
+    }
     let policy = match &args.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::observe_only(),

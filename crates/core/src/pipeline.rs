@@ -250,8 +250,14 @@ fn loss_reports(stats: &PipelineStats, reported: &mut BTreeMap<String, (u64, u64
     let mut out = Vec::new();
     for (component, now) in stats.losses() {
         let before = reported.get(&component).copied().unwrap_or_default();
+        // A sink's own buffer (the NATS spool) counts as its queue.
+        let queue = if component.starts_with("sink:") {
+            "events dropped: the sink's buffer is full (for NATS: the spool reached --spool-max-size)"
+        } else {
+            "events dropped: pipeline queue full"
+        };
         let kinds = [
-            (now.0 - before.0, "events dropped: pipeline queue full"),
+            (now.0 - before.0, queue),
             (now.1 - before.1, "events lost before the agent read them"),
             (now.2 - before.2, "malformed records discarded"),
         ];

@@ -1,100 +1,47 @@
 //! The local event store: every event in an embedded SQLite database, for hunting on the host.
 //!
-//! SKELETON: the lead defined [`StoreStats`] so the metrics module can be written against it; the store itself
-//! (schema, [`StoreSink`], retention, query, tree, export) is being written.
+//! The agent writes through [`StoreSink`] (one transaction per pipeline batch, retention by age and size), the
+//! fleet collector through [`Store::insert`] (exactly once per event id), and the hunting commands read through
+//! [`Store::open_read_only`]: [`Store::query`] for any SQL, [`Store::process_tree`], [`Store::export`].
+//!
+//! # Layout
+//!
+//! - [`schema`]: tables, indexes and per-domain views, the version check; [`schema::describe`] prints them.
+//! - `open`: file creation (0600 before SQLite touches it), pragmas for writers and readers.
+//! - `store`: [`Store`], the batched insert path and retention passes.
+//! - `row`: one event as one typed `events` row.
+//! - `retention`: deleting by age and by size, and giving the space back to the file system.
+//! - `sink`: [`StoreSink`], the pipeline sink; `writer`: its thread, which group-commits and retries a locked
+//!   database.
+//! - `query`: streaming any SQL to a [`RowVisitor`].
+//! - `tree`: [`ProcessTree`]s by guid links.
+//! - `export`: the stored JSON, filtered ([`ExportFilter`]).
+//! - `stats`: [`StoreStats`], the counters the metrics endpoint reads.
+//! - `error`: [`StoreError`], SQLite failures mapped to advice.
 #![forbid(unsafe_code)]
 
+mod error;
+mod export;
+mod open;
+mod query;
+mod retention;
+mod row;
+pub mod schema;
+mod sink;
 mod stats;
+mod store;
+mod tree;
+mod writer;
 
+pub use error::StoreError;
+pub use export::ExportFilter;
+pub use open::WRITER_BUSY_TIMEOUT;
+pub use query::{RowVisitor, Value};
+pub use retention::RetentionReport;
+pub use sink::{GROUP_DELAY, GROUP_EVENTS, LOCKED_BACKOFF, StoreSink};
 pub use stats::StoreStats;
-
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
-
-use ringwatch_core::Event;
-use ringwatch_core::sink::Sink;
+pub use store::{RETENTION_INTERVAL, Store, StoreOptions};
+pub use tree::{ProcessInfo, ProcessRef, ProcessTree, TreeEvent, TreeNode, TreeOptions};
 
 /// Default location of the agent's store.
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/ringwatch/events.db";
-
-/// Retention limits; `None` means no limit of that kind.
-#[derive(Debug, Clone, Default)]
-pub struct StoreOptions {
-    /// Delete events older than this.
-    pub max_age: Option<Duration>,
-    /// Keep the database (main file + WAL) under this many bytes, deleting the oldest events first.
-    pub max_bytes: Option<u64>,
-}
-
-/// Why the store could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Anything else; the message says what and where.
-    #[error("{path}: {message}")]
-    Other {
-        /// The database file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-/// An open store (read-write for the agent and the collector, read-only for hunting commands).
-pub struct Store {
-    stats: Arc<StoreStats>,
-}
-
-impl Store {
-    /// Opens (creating if needed, mode 0600, parent directories 0700) the store at `path` for writing.
-    pub fn open(path: &Path, _opts: &StoreOptions) -> Result<Store, StoreError> {
-        Err(StoreError::Other { path: path.into(), message: "the store is not built yet".into() })
-    }
-
-    /// Opens an existing store read-only (hunting: a query cannot change the data).
-    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
-        Err(StoreError::Other { path: path.into(), message: "the store is not built yet".into() })
-    }
-
-    /// Inserts `events` in one transaction; an event whose id is already stored is skipped (counted in
-    /// `duplicates`). Returns the number of rows inserted.
-    pub fn insert(&mut self, events: &[Event]) -> Result<usize, StoreError> {
-        Ok(events.len() * 0)
-    }
-
-    /// The live counters.
-    pub fn stats(&self) -> Arc<StoreStats> {
-        self.stats.clone()
-    }
-}
-
-/// The agent's sink into the store: batches go in as transactions, retention runs periodically.
-pub struct StoreSink {
-    store: Store,
-}
-
-impl StoreSink {
-    /// Opens the store at `path` for the agent.
-    pub fn open(path: &Path, opts: &StoreOptions) -> Result<StoreSink, StoreError> {
-        Ok(StoreSink { store: Store::open(path, opts)? })
-    }
-
-    /// The live counters.
-    pub fn stats(&self) -> Arc<StoreStats> {
-        self.store.stats()
-    }
-}
-
-impl Sink for StoreSink {
-    fn name(&self) -> &str {
-        "store"
-    }
-
-    fn write_batch(&mut self, events: &[Event]) -> std::io::Result<()> {
-        self.store.insert(events).map(|_| ()).map_err(std::io::Error::other)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}

@@ -171,3 +171,105 @@ pub fn hook_library() -> Option<PathBuf> {
     let lib = bin.parent()?.join("libringwatch_hook.so");
     lib.exists().then_some(lib)
 }
+
+/// A `127.0.0.1:PORT` nothing listens on right now (bound to port 0, then released).
+pub fn free_local_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").to_string()
+}
+
+/// One HTTP response, as read by [`http_get`].
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The status line and headers.
+    pub head: String,
+    /// Everything after the blank line.
+    pub body: String,
+}
+
+/// `GET path` over HTTP/1.0 (the server closes the connection after the response).
+pub fn http_get(addr: &str, path: &str) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read response");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no blank line in {text:?}"));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    HttpResponse { status, head: head.to_owned(), body: body.to_owned() }
+}
+
+/// Debian's nats-server, used by the fleet tests.
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// True when nats-server is installed; prints a SKIP line otherwise.
+pub fn nats_server_available() -> bool {
+    if Path::new(NATS_SERVER).exists() {
+        true
+    } else {
+        eprintln!("SKIP: {NATS_SERVER} is not installed (apt-get install nats-server)");
+        false
+    }
+}
+
+/// A nats-server with JetStream on a free loopback port, started by the test and killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    /// The port it listens on (kept across restarts).
+    pub port: u16,
+    /// Its JetStream store directory (kept across restarts).
+    pub store_dir: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts a server whose JetStream store lives under `dir`.
+    pub fn start(dir: &Path) -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mut server = NatsServer { child: None, port, store_dir: dir.join("jetstream") };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(NATS_SERVER)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.store_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {} within 15 s", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill nats-server");
+            c.wait().expect("reap nats-server");
+        }
+    }
+
+    /// Starts it again on the same port and store directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

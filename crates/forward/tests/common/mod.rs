@@ -1,0 +1,203 @@
+//! Shared helpers for the forwarder's integration tests: a real nats-server on a free loopback port, synthetic
+//! events, and reading back what reached the stream.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use ringwatch_core::{Activity, Backend, Domain, Event, Mode, SourceKind};
+
+/// Debian's nats-server.
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// A nats-server with JetStream, started by the test and killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    /// Loopback port it listens on.
+    pub port: u16,
+    /// JetStream store directory (kept across restarts).
+    pub store_dir: PathBuf,
+    /// Extra command-line arguments (TLS settings).
+    extra: Vec<String>,
+}
+
+impl NatsServer {
+    /// Starts a server with its store under `dir`; `None` (after printing `SKIP:`) when nats-server is missing.
+    pub fn start(dir: &Path) -> Option<NatsServer> {
+        let port = free_port()?;
+        let server = Self::start_on(dir, port)?;
+        Some(server)
+    }
+
+    /// Starts a server on `port` with its store under `dir`.
+    pub fn start_on(dir: &Path, port: u16) -> Option<NatsServer> {
+        Self::start_with(dir, port, &[])
+    }
+
+    /// Starts a server on `port` with extra arguments.
+    pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Option<NatsServer> {
+        if !nats_server_available() {
+            return None;
+        }
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut s = NatsServer { child: None, port, store_dir: dir.join("jetstream"), extra };
+        s.spawn();
+        Some(s)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(NATS_SERVER)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.store_dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        wait_listening(self.port);
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill nats-server");
+            c.wait().expect("reap nats-server");
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// True when nats-server is installed; prints a SKIP line otherwise.
+pub fn nats_server_available() -> bool {
+    if Path::new(NATS_SERVER).exists() {
+        true
+    } else {
+        eprintln!("SKIP: {NATS_SERVER} is not installed (apt-get install nats-server)");
+        false
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Option<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").ok()?;
+    Some(l.local_addr().ok()?.port())
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nats-server did not listen on {port} within 15 s");
+}
+
+/// `n` realistic process events of `host`, ids `PREFIX-0..n`.
+pub fn events(host: &str, prefix: &str, range: std::ops::Range<u64>) -> Vec<Event> {
+    range
+        .map(|i| {
+            let domain = if i % 10 == 9 { Domain::File } else { Domain::Process };
+            let activity = if domain == Domain::File { Activity::Open } else { Activity::Exec };
+            let mut ev = Event::new(domain, activity, Backend { mode: Mode::Kernel, source: SourceKind::Ebpf });
+            ev.id = format!("{prefix}-{i:x}");
+            ev.host = host.to_owned();
+            ev.process.pid = 1000 + (i % 30000) as u32;
+            ev.process.ppid = 1;
+            ev.process.guid = format!("guid-{i}");
+            ev.process.exe = "/usr/bin/true".into();
+            ev.process.cmdline = vec!["true".into(), format!("--n={i}")];
+            ev.process.ancestry = vec!["guid-parent".into(), "guid-init".into()];
+            ev
+        })
+        .collect()
+}
+
+/// What the stream holds: message id -> how many copies, and the ids in stream order.
+pub struct StreamContents {
+    /// Copies per `Nats-Msg-Id`.
+    pub copies: HashMap<String, usize>,
+    /// Ids in stream order.
+    pub order: Vec<String>,
+    /// Subject of each message, in stream order.
+    pub subjects: Vec<String>,
+}
+
+/// Reads every message of the `RINGWATCH` stream with a throwaway consumer.
+pub fn read_stream(url: &str) -> StreamContents {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("test client connects");
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("RINGWATCH").await.expect("stream exists");
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut out = StreamContents { copies: HashMap::new(), order: Vec::new(), subjects: Vec::new() };
+        loop {
+            let mut batch = consumer
+                .batch()
+                .max_messages(10_000)
+                .expires(Duration::from_millis(700))
+                .messages()
+                .await
+                .expect("pull");
+            let mut got = 0;
+            while let Some(m) = batch.next().await {
+                let m = m.expect("message");
+                let id = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .map(|v| v.as_str().to_owned())
+                    .expect("every message has Nats-Msg-Id");
+                *out.copies.entry(id.clone()).or_default() += 1;
+                out.order.push(id);
+                out.subjects.push(m.subject.to_string());
+                got += 1;
+            }
+            if got == 0 {
+                return out;
+            }
+        }
+    })
+}
+
+/// Waits until `cond` holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
