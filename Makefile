@@ -32,6 +32,8 @@ lint: deps
 
 bench: deps mounts build-release
 	./target/release/ringwatch bench process $(ARGS)
+	./target/release/ringwatch bench store
+	./target/release/ringwatch bench forward
 
 clean:
 	$(CARGO) clean

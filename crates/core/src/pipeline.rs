@@ -339,7 +339,7 @@ mod tests {
         drop(sender);
         consumer.join().expect("consumer");
         let seen = seen.lock().expect("not poisoned");
-        assert_eq!(seen.iter().filter(|e| e.domain == crate::event::Domain::Process).count(), 2);
+        assert_eq!(seen.iter().filter(|e| e.domain == Domain::Process).count(), 2);
         let errors: Vec<_> = seen.iter().filter(|e| e.activity == Activity::Error).collect();
         assert_eq!(errors.len(), 1, "one report within the interval: {errors:?}");
         let sensor = errors[0].sensor.as_ref().expect("sensor info");
