@@ -8,10 +8,8 @@
 //! until every event is stored.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +20,7 @@ use ringwatch_core::pipeline::{BATCH_MAX, LossCounters};
 use ringwatch_core::sink::Sink;
 use ringwatch_core::{Activity, Backend, Domain, Event, Mode, SourceKind, Timestamp};
 use ringwatch_forward::collector::{self, CollectOptions};
+use ringwatch_forward::local_server::LocalNatsServer;
 use ringwatch_forward::spool::record;
 use ringwatch_forward::subject::event_subject;
 use ringwatch_forward::{ForwardOptions, ForwardSink, NatsOptions};
@@ -36,8 +35,6 @@ const DEFAULT_EVENTS: u64 = 200_000;
 const TARGET_EVENTS_PER_SEC: f64 = 50_000.0;
 /// Give up waiting for acknowledgements (or the collector) after this long.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(180);
-/// Where Debian installs nats-server.
-const NATS_SERVER_PATHS: [&str; 2] = ["/usr/sbin/nats-server", "/usr/bin/nats-server"];
 
 /// What the bench measured (also written as JSON with `--json`).
 #[derive(Debug, Serialize)]
@@ -66,15 +63,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if events == 0 {
         bail!(crate::UsageError("--events must be at least 1".into()));
     }
-    let server_bin = NATS_SERVER_PATHS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .context("nats-server is not installed (apt-get install nats-server); the bench starts its own")?;
     let dir = std::env::temp_dir().join(format!("ringwatch-bench-forward-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
-    let result = bench_in(&server_bin, &dir, events);
+    let result = bench_in(&dir, events);
     let _ = fs::remove_dir_all(&dir);
     let bench = result?;
     print_table(&bench);
@@ -84,39 +76,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// A nats-server child, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(bin: &Path, dir: &Path) -> Result<(Server, String)> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(bin)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(dir.join("jetstream"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("nats-server did not listen on 127.0.0.1:{port} within 15 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((server, format!("nats://127.0.0.1:{port}")))
-}
-
-fn bench_in(server_bin: &Path, dir: &Path, n: u64) -> Result<ForwardBench> {
-    let (_server, url) = start_server(server_bin, dir)?;
-    let nats = NatsOptions { url, ..Default::default() };
+fn bench_in(dir: &Path, n: u64) -> Result<ForwardBench> {
+    let server = LocalNatsServer::start(dir).context("starting a local nats-server")?;
+    let nats = NatsOptions { url: server.url(), ..Default::default() };
     let events = synthetic(n);
 
     let opts = ForwardOptions { nats: nats.clone(), spool_dir: dir.join("spool"), spool_max_bytes: 64 << 30 };

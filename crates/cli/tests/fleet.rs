@@ -69,7 +69,7 @@ fn two_agents_and_a_collector_store_every_event_once_across_a_server_crash() {
     }
     let started = Instant::now();
     let dir = temp_dir("fleet");
-    let mut server = NatsServer::start(dir.path());
+    let mut server = NatsServer::start(dir.path()).expect("nats-server starts");
     let url = server.url();
     let store = dir.path().join("collector.db");
     let collector_log = dir.path().join("collect.log");
@@ -93,7 +93,7 @@ fn two_agents_and_a_collector_store_every_event_once_across_a_server_crash() {
     assert!(storm(EXECS[1]).wait().expect("storm").success());
     std::thread::sleep(OUTAGE.saturating_sub(killed.elapsed()));
     eprintln!("restarting nats-server after {:?} down", killed.elapsed());
-    server.restart();
+    server.restart().expect("nats-server restarts");
     assert!(storm(EXECS[2]).wait().expect("storm").success());
     eprintln!("storm done at {:?}; stopping the agents", started.elapsed());
 

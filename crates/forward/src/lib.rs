@@ -14,12 +14,14 @@
 //! - [`connect`]: client options (credentials, TLS), connecting with backoff, the stream's configuration.
 //! - [`subject`]: stream name and subjects; a host name folded into one subject token.
 //! - [`collector`]: the central consumer.
+//! - [`local_server`]: a nats-server child on a free loopback port, for tests and the bench.
 //! - `sink`: [`ForwardSink`], the agent's sink.
 //! - [`ForwardStats`]: live counters for the metrics endpoint.
 #![forbid(unsafe_code)]
 
 pub mod collector;
 pub mod connect;
+pub mod local_server;
 mod publisher;
 mod sink;
 pub mod spool;

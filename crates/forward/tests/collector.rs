@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{NatsServer, events, wait_until};
+use common::{events, wait_until};
 use ringwatch_core::pipeline::LossCounters;
 use ringwatch_core::sink::Sink;
 use ringwatch_forward::collector::{self, CollectOptions, CollectProgress};
@@ -58,7 +58,7 @@ fn collect(
 #[test]
 fn the_collector_stores_each_event_once_and_does_not_see_acknowledged_ones_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(server) = NatsServer::start(dir.path()) else { return };
+    let Some(server) = common::start_server(dir.path(), None, &[]) else { return };
     let store_path = dir.path().join("collector.db");
     let mut store = match Store::open(&store_path, &StoreOptions::default()) {
         Ok(s) => s,

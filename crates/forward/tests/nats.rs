@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{NatsServer, events, read_stream, wait_until};
+use common::{events, read_stream, wait_until};
 use ringwatch_core::pipeline::LossCounters;
 use ringwatch_core::sink::Sink;
 use ringwatch_forward::{ForwardOptions, ForwardSink, NatsOptions};
@@ -48,7 +48,7 @@ fn assert_stream_has(url: &str, expected: &HashSet<String>, allow_copies: bool) 
 #[test]
 fn every_event_reaches_the_stream_once_under_its_id_and_subject() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(server) = NatsServer::start(dir.path()) else { return };
+    let Some(server) = common::start_server(dir.path(), None, &[]) else { return };
     let mut s = sink(&server.url(), &dir.path().join("spool"));
     let stats = s.stats();
     let n = 20_000;
@@ -95,7 +95,7 @@ fn a_server_absent_at_start_gets_everything_once_it_starts() {
     assert!(stats.spool_bytes.load(Ordering::Relaxed) > 0);
     assert_eq!(stats.published.load(Ordering::Relaxed), 0);
 
-    let server = NatsServer::start_on(dir.path(), port).expect("server");
+    let server = common::start_server(dir.path(), Some(port), &[]).expect("server");
     assert!(
         wait_until(Duration::from_secs(20), || stats.published.load(Ordering::Relaxed) == n),
         "published {} of {n} after the server came up",
@@ -109,7 +109,7 @@ fn a_server_absent_at_start_gets_everything_once_it_starts() {
 #[test]
 fn a_server_killed_mid_stream_and_restarted_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(mut server) = NatsServer::start(dir.path()) else { return };
+    let Some(mut server) = common::start_server(dir.path(), None, &[]) else { return };
     let mut s = sink(&server.url(), &dir.path().join("spool"));
     let stats = s.stats();
     let n: u64 = 60_000;
@@ -132,7 +132,7 @@ fn a_server_killed_mid_stream_and_restarted_loses_nothing() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(!stats.connected.load(Ordering::Relaxed), "the disconnect is noticed");
     std::thread::sleep(ringwatch_forward::connect::REQUEST_TIMEOUT);
-    server.restart();
+    server.restart().expect("nats-server restarts");
     for chunk in chunks {
         s.write_batch(chunk).expect("spooled");
     }
@@ -163,7 +163,7 @@ fn events_left_by_a_previous_run_are_sent_first() {
         s.write_batch(&events("h", "old", 0..100)).expect("spooled");
         s.flush().expect("flush gives up quickly while disconnected");
     }
-    let server = NatsServer::start_on(dir.path(), port).expect("server");
+    let server = common::start_server(dir.path(), Some(port), &[]).expect("server");
     let mut s = sink(&url, &spool);
     s.write_batch(&events("h", "new", 0..100)).expect("spooled");
     let stats = s.stats();

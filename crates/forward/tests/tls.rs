@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{NatsServer, events, wait_until};
+use common::{events, wait_until};
 use ringwatch_core::pipeline::LossCounters;
 use ringwatch_core::sink::Sink;
 use ringwatch_forward::{ForwardOptions, ForwardSink, NatsOptions};
@@ -103,7 +103,7 @@ fn mutual_tls_options_are_passed_to_the_client() {
     let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
     let (cert, key, ca) = (path(&cert), path(&key), path(&ca));
     let tls_args = ["--tls", "--tlscert", &cert, "--tlskey", &key, "--tlsverify", "--tlscacert", &ca];
-    let Some(_server) = NatsServer::start_with(dir.path(), port, &tls_args) else { return };
+    let Some(_server) = common::start_server(dir.path(), Some(port), &tls_args) else { return };
     let url = format!("nats://127.0.0.1:{port}");
     let start = |name: &str, cert: bool| {
         let opts = ForwardOptions {

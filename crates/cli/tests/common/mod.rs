@@ -201,75 +201,14 @@ pub fn http_get(addr: &str, path: &str) -> HttpResponse {
     HttpResponse { status, head: head.to_owned(), body: body.to_owned() }
 }
 
-/// Debian's nats-server, used by the fleet tests.
-pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+#[allow(unused_imports)] // only the fleet tests start a server
+pub use ringwatch_forward::local_server::LocalNatsServer as NatsServer;
 
 /// True when nats-server is installed; prints a SKIP line otherwise.
 pub fn nats_server_available() -> bool {
-    if Path::new(NATS_SERVER).exists() {
-        true
-    } else {
-        eprintln!("SKIP: {NATS_SERVER} is not installed (apt-get install nats-server)");
-        false
+    let found = ringwatch_forward::local_server::find_nats_server().is_some();
+    if !found {
+        eprintln!("SKIP: nats-server is not installed (apt-get install nats-server)");
     }
-}
-
-/// A nats-server with JetStream on a free loopback port, started by the test and killed when dropped.
-pub struct NatsServer {
-    child: Option<Child>,
-    /// The port it listens on (kept across restarts).
-    pub port: u16,
-    /// Its JetStream store directory (kept across restarts).
-    pub store_dir: PathBuf,
-}
-
-impl NatsServer {
-    /// Starts a server whose JetStream store lives under `dir`.
-    pub fn start(dir: &Path) -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let mut server = NatsServer { child: None, port, store_dir: dir.join("jetstream") };
-        server.spawn();
-        server
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(NATS_SERVER)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(&self.store_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {} within 15 s", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `nats://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill nats-server");
-            c.wait().expect("reap nats-server");
-        }
-    }
-
-    /// Starts it again on the same port and store directory.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    found
 }

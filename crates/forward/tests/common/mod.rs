@@ -3,116 +3,36 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ringwatch_core::{Activity, Backend, Domain, Event, Mode, SourceKind};
 
-/// Debian's nats-server.
-pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+pub use ringwatch_forward::local_server::{LocalNatsServer as NatsServer, find_nats_server};
 
-/// A nats-server with JetStream, started by the test and killed when dropped.
-pub struct NatsServer {
-    child: Option<Child>,
-    /// Loopback port it listens on.
-    pub port: u16,
-    /// JetStream store directory (kept across restarts).
-    pub store_dir: PathBuf,
-    /// Extra command-line arguments (TLS settings).
-    extra: Vec<String>,
-}
-
-impl NatsServer {
-    /// Starts a server with its store under `dir`; `None` (after printing `SKIP:`) when nats-server is missing.
-    pub fn start(dir: &Path) -> Option<NatsServer> {
-        let port = free_port()?;
-        let server = Self::start_on(dir, port)?;
-        Some(server)
+/// Starts a nats-server under `dir` on `port` (free port when `None`) with `extra` arguments; `None` after printing
+/// a SKIP line when nats-server is not installed.
+pub fn start_server(dir: &Path, port: Option<u16>, extra: &[&str]) -> Option<NatsServer> {
+    if !nats_server_available() {
+        return None;
     }
-
-    /// Starts a server on `port` with its store under `dir`.
-    pub fn start_on(dir: &Path, port: u16) -> Option<NatsServer> {
-        Self::start_with(dir, port, &[])
-    }
-
-    /// Starts a server on `port` with extra arguments.
-    pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Option<NatsServer> {
-        if !nats_server_available() {
-            return None;
-        }
-        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
-        let mut s = NatsServer { child: None, port, store_dir: dir.join("jetstream"), extra };
-        s.spawn();
-        Some(s)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(NATS_SERVER)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(&self.store_dir)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        self.child = Some(child);
-        wait_listening(self.port);
-    }
-
-    /// `nats://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill nats-server");
-            c.wait().expect("reap nats-server");
-        }
-    }
-
-    /// Starts it again on the same port and store.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    let port = port.unwrap_or_else(|| free_port().expect("a free port"));
+    Some(NatsServer::start_with(dir, port, extra).expect("nats-server starts"))
 }
 
 /// True when nats-server is installed; prints a SKIP line otherwise.
 pub fn nats_server_available() -> bool {
-    if Path::new(NATS_SERVER).exists() {
-        true
-    } else {
-        eprintln!("SKIP: {NATS_SERVER} is not installed (apt-get install nats-server)");
-        false
+    let found = find_nats_server().is_some();
+    if !found {
+        eprintln!("SKIP: nats-server is not installed (apt-get install nats-server)");
     }
+    found
 }
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> Option<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").ok()?;
-    Some(l.local_addr().ok()?.port())
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nats-server did not listen on {port} within 15 s");
+    ringwatch_forward::local_server::free_port().ok()
 }
 
 /// `n` realistic process events of `host`, ids `PREFIX-0..n`.
