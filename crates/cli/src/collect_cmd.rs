@@ -43,8 +43,8 @@ pub struct CollectArgs {
     #[arg(long, value_name = "N", default_value_t = 2000)]
     pub batch: usize,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECS", value_parser = crate::units::positive_seconds)]
+    pub duration: Option<Duration>,
     /// Delete stored events older than this (s, m, h, d); default: keep everything.
     #[arg(long, value_name = "AGE")]
     pub store_max_age: Option<String>,
@@ -58,11 +58,6 @@ pub fn run(args: CollectArgs) -> Result<()> {
     let Some(nats) = args.nats.options() else {
         return Err(UsageError("collect needs --nats URL (the NATS server to collect from)".into()).into());
     };
-    if let Some(d) = args.duration
-        && !(d.is_finite() && d > 0.0)
-    {
-        return Err(UsageError(format!("--duration must be a positive number of seconds, got {d}")).into());
-    }
     let store_opts = StoreOptions {
         max_age: args.store_max_age.as_deref().map(parse_age).transpose()?,
         max_bytes: args.store_max_size.as_deref().map(parse_size).transpose()?,
@@ -79,7 +74,7 @@ pub fn run(args: CollectArgs) -> Result<()> {
     if let Some(secs) = args.duration {
         let stop = stop.clone();
         thread::spawn(move || {
-            thread::sleep(Duration::from_secs_f64(secs));
+            thread::sleep(secs);
             stop.store(true, Ordering::SeqCst);
         });
     }

@@ -51,8 +51,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "-")]
     pub out: String,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECS", value_parser = crate::units::positive_seconds)]
+    pub duration: Option<Duration>,
     /// Unix socket the hook library reports to (the hook reads RINGWATCH_HOOK_SOCKET).
     #[arg(long, default_value = DEFAULT_HOOK_SOCKET)]
     pub hook_socket: PathBuf,
@@ -86,11 +86,6 @@ pub struct RunArgs {
 /// Runs the agent until shutdown.
 pub fn run(args: RunArgs) -> Result<()> {
     let modes = ModeSpec::parse(&args.mode)?;
-    if let Some(d) = args.duration
-        && !(d.is_finite() && d > 0.0)
-    {
-        return Err(crate::UsageError(format!("--duration must be a positive number of seconds, got {d}")).into());
-    }
     let store_opts = StoreOptions {
         max_age: Some(parse_age(&args.store_max_age)?),
         max_bytes: Some(parse_size(&args.store_max_size)?),
@@ -176,7 +171,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(secs) = args.duration {
         let s = shutdown.clone();
         thread::spawn(move || {
-            s.sleep(Duration::from_secs_f64(secs));
+            s.sleep(secs);
             s.trigger();
         });
     }

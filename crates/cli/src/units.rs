@@ -45,6 +45,15 @@ pub fn parse_age(text: &str) -> Result<std::time::Duration, UsageError> {
     std::time::Duration::try_from_secs_f64(number * secs).ok().filter(|d| !d.is_zero()).ok_or_else(bad)
 }
 
+/// clap value parser for `--duration SECS`: a positive, finite number of seconds.
+pub fn positive_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("must be a positive number of seconds, got {text}"));
+    }
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +66,14 @@ mod tests {
         assert_eq!(parse_size("1.5 kib").ok(), Some(1536));
         for bad in ["", "MiB", "12 parsecs", "-1MB", "0", "1e999"] {
             assert!(parse_size(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(positive_seconds("1.5").ok(), Some(std::time::Duration::from_millis(1500)));
+        for bad in ["", "0", "-1", "inf", "NaN", "1s"] {
+            assert!(positive_seconds(bad).is_err(), "{bad:?} must be rejected");
         }
     }
 
