@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ringwatch_core::compiled::ExecKillList;
 use ringwatch_core::{Decider, Domain, Mode, Probe, Source, SourceError, SourceKind};
+use ringwatch_domains::file::fanotify::{FileFanotify, FileFanotifyConfig};
 use ringwatch_domains::process::kernel::ProcessKernel;
 use ringwatch_domains::process::preload::ProcessPreload;
 use ringwatch_domains::process::proc_connector::ProcessProcConnector;
@@ -33,7 +34,7 @@ pub const BACKENDS: &[BackendSpec] = &[
     BackendSpec { domain: Domain::Process, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: None },
     BackendSpec { domain: Domain::Process, mode: Mode::User, source: SourceKind::ProcConnector, planned_in: None },
     BackendSpec { domain: Domain::Process, mode: Mode::User, source: SourceKind::Preload, planned_in: None },
-    BackendSpec { domain: Domain::File, mode: Mode::Kernel, source: SourceKind::Fanotify, planned_in: Some(4) },
+    BackendSpec { domain: Domain::File, mode: Mode::Kernel, source: SourceKind::Fanotify, planned_in: None },
     BackendSpec { domain: Domain::File, mode: Mode::User, source: SourceKind::Preload, planned_in: Some(4) },
     BackendSpec { domain: Domain::Network, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: Some(5) },
     BackendSpec { domain: Domain::Network, mode: Mode::User, source: SourceKind::Preload, planned_in: Some(5) },
@@ -56,6 +57,7 @@ impl BackendSpec {
             (Domain::Process, SourceKind::Ebpf) => ProcessKernel::probe(),
             (Domain::Process, SourceKind::ProcConnector) => ProcessProcConnector::probe(),
             (Domain::Process, SourceKind::Preload) => ProcessPreload::probe(),
+            (Domain::File, SourceKind::Fanotify) => FileFanotify::probe(),
             _ => Probe::unavailable(self.domain, self.mode, self.source, "unknown backend"),
         }
     }
@@ -68,6 +70,7 @@ impl BackendSpec {
             (Domain::Process, SourceKind::Preload) => {
                 Ok(Box::new(ProcessPreload::start(&cfg.hook_socket, cfg.decider.clone())?))
             }
+            (Domain::File, SourceKind::Fanotify) => Ok(Box::new(FileFanotify::start(&cfg.file)?)),
             _ => Err(SourceError::Unsupported { backend: "agent", what: format!("{} is not built yet", self.label()) }),
         }
     }
@@ -81,6 +84,8 @@ pub struct StartConfig {
     pub decider: Arc<dyn Decider>,
     /// Where the hook library reports.
     pub hook_socket: PathBuf,
+    /// The file monitor's exclusions (the agent's own output, store and spool) and limits.
+    pub file: FileFanotifyConfig,
 }
 
 /// What `--mode` asks for one domain.

@@ -109,7 +109,26 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let policy = Arc::new(policy);
     let decider: Arc<dyn Decider> = policy.clone();
-    let cfg = StartConfig { exec_kill_list: policy.exec_kill_list(), decider, hook_socket: args.hook_socket.clone() };
+    let cfg = StartConfig {
+        exec_kill_list: policy.exec_kill_list(),
+        decider,
+        hook_socket: args.hook_socket.clone(),
+        // The agent's own writes (--out file, the store's directory with its WAL, the spool) are not file activity.
+        file: ringwatch_domains::file::fanotify::FileFanotifyConfig {
+            agent_paths: [
+                (args.out != "-").then(|| PathBuf::from(&args.out)),
+                (args.store != "off").then(|| {
+                    let parent = std::path::Path::new(&args.store).parent().unwrap_or(std::path::Path::new(""));
+                    if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() }
+                }),
+                Some(args.spool.clone()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            ..Default::default()
+        },
+    };
     let pipeline = Pipeline::new(QUEUE_CAPACITY);
     let agent_tx = pipeline.sender("agent");
     let probes = probe_all();

@@ -9,10 +9,13 @@
 //!
 //! - [`process`]: fork/exec/exit. `kernel` (eBPF tracepoints, kill at exec), `proc_connector` (netlink),
 //!   `preload` (exec hooks in the LD_PRELOAD library).
+//! - [`file`](mod@file): create/open/write/rename/delete/chmod/exec of files. `fanotify` (kernel mode:
+//!   filesystem marks with file-handle reporting).
 //! - [`preload`]: the agent side of the hook library's unix socket, shared by every domain's preload backend.
 //! - [`probe`]: what this host supports (BTF, tracefs, bpffs, privileges), and the probe table for all backends.
 //! - `bpf/`: the C eBPF programs, one skeleton per hook family, built by `build.rs`.
 
+pub mod file;
 pub mod preload;
 pub mod probe;
 pub mod process;
