@@ -18,6 +18,7 @@ mod policy_cmd;
 mod probe_cmd;
 mod query_cmd;
 mod run;
+mod sandbox;
 mod tree_cmd;
 mod units;
 
@@ -43,6 +44,7 @@ Examples:
   ringwatch policy check examples/policy.yaml       validate; errors name file:line: field
   env $(ringwatch hook env) bash                    a shell whose execs the user-mode hook reports
   ringwatch bench process                           exec storm: no sensor vs each backend
+  ringwatch sandbox --dir ~/src -- make install     writes under ~/src land in a sandbox; `sandbox diff` lists them
 
 Exit codes: 0 ok, 1 runtime error, 2 usage or bad policy, 3 missing privilege or kernel feature.";
 
@@ -85,6 +87,8 @@ enum Command {
     Collect(collect_cmd::CollectArgs),
     /// Measure the sensor's overhead against a no-sensor baseline in one run.
     Bench(bench::BenchArgs),
+    /// Run a command with its writes under chosen directories kept in a sandbox (overlayfs); diff, list, discard.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,6 +144,11 @@ fn main() -> ExitCode {
         Command::Export(args) => export_cmd::run(args),
         Command::Collect(args) => collect_cmd::run(args),
         Command::Bench(args) => bench::run(args),
+        // A sandboxed command's exit status is passed on as ringwatch's own; only errors go through exit_code_for.
+        Command::Sandbox(args) => match sandbox::run(args) {
+            Ok(status) => return ExitCode::from(status),
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -1,0 +1,467 @@
+//! `ringwatch sandbox --mode kernel` end to end, as root: a command's writes under `--dir` land in the sandbox's
+//! overlay upper layer, the real directory stays byte-for-byte the same, `sandbox diff` lists every change, the
+//! sandbox persists until `--fresh`/`discard`, CMD's exit status is passed on, and no mount leaks to the host.
+//!
+//! Kernel mode has no bypass: a static binary writing with raw syscalls is contained too (the user-mode sandbox,
+//! a later slice, is tested for leaking exactly that). Every test uses its own `--state-dir`, so nothing is left in
+//! /var/lib/ringwatch. Without root or overlayfs the tests print why and return.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::{ringwatch, temp_dir};
+
+/// True (after printing why) when these tests cannot run here.
+fn skip() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: the sandbox tests need root (mount namespaces, overlayfs)");
+        return true;
+    }
+    let listed = fs::read_to_string("/proc/filesystems")
+        .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
+        .unwrap_or(false);
+    if !listed {
+        eprintln!("SKIP: overlayfs is not in /proc/filesystems (CONFIG_OVERLAY_FS, or modprobe overlay)");
+        return true;
+    }
+    false
+}
+
+/// A test's real directory and its private sandbox state dir.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    _state: tempfile::TempDir,
+    /// The directory that gets sandboxed (canonical).
+    d: PathBuf,
+    /// The `--state-dir`.
+    state: PathBuf,
+}
+
+impl Fixture {
+    /// `D` with the files a, b and sub/c.
+    fn new(tag: &str) -> Fixture {
+        let dir = temp_dir(tag);
+        let state = tempfile::Builder::new().prefix(&format!("rw-{tag}-state-")).tempdir().expect("state dir");
+        let d = dir.path().join("D");
+        fs::create_dir_all(d.join("sub")).expect("mkdir D/sub");
+        fs::write(d.join("a"), "alpha\n").expect("write a");
+        fs::write(d.join("b"), "bravo\n").expect("write b");
+        fs::write(d.join("sub/c"), "charlie\n").expect("write sub/c");
+        let d = d.canonicalize().expect("canonical D");
+        let state_path = state.path().to_owned();
+        Fixture { _dir: dir, _state: state, d, state: state_path }
+    }
+
+    /// `ringwatch sandbox --state-dir STATE ARGS...` (subcommand first when `args[0]` is one).
+    fn sandbox(&self, args: &[&str]) -> Output {
+        let mut cmd = ringwatch();
+        cmd.arg("sandbox");
+        let (sub, rest) = match args.first() {
+            Some(&s) if ["diff", "list", "discard"].contains(&s) => (Some(s), &args[1..]),
+            _ => (None, args),
+        };
+        cmd.args(sub);
+        cmd.arg("--state-dir").arg(&self.state);
+        cmd.args(rest);
+        cmd.output().expect("ringwatch runs")
+    }
+
+    /// D as a string.
+    fn ds(&self) -> String {
+        self.d.display().to_string()
+    }
+
+    /// A path under D as a string for shell commands.
+    fn p(&self, rel: &str) -> String {
+        self.d.join(rel).display().to_string()
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What [`snapshot`] keeps per path: mode (with type), uid, gid, size, mtime s and ns, bytes or link target.
+type Entry = (u32, u32, u32, u64, i64, i64, Vec<u8>);
+
+/// Everything observable about a tree, per path.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).expect("lstat");
+        let content = if meta.is_file() {
+            fs::read(&path).expect("read")
+        } else if meta.file_type().is_symlink() {
+            fs::read_link(&path).expect("readlink").into_os_string().into_encoded_bytes()
+        } else {
+            Vec::new()
+        };
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path).expect("readdir") {
+                stack.push(entry.expect("entry").path());
+            }
+        }
+        let size = if meta.is_dir() { 0 } else { meta.len() };
+        out.insert(
+            path.strip_prefix(root).expect("under root").to_owned(),
+            (meta.mode(), meta.uid(), meta.gid(), size, meta.mtime(), meta.mtime_nsec(), content),
+        );
+    }
+    out
+}
+
+fn mount_table() -> BTreeSet<String> {
+    fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").lines().map(str::to_owned).collect()
+}
+
+/// `sandbox diff --json` as (change, rel) pairs plus the raw objects.
+fn diff_json(fx: &Fixture, name: &str) -> (Vec<(String, String)>, Vec<Value>) {
+    let out = fx.sandbox(&["diff", "--name", name, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "diff: {}", stderr(&out));
+    let values: Vec<Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).expect("diff prints JSON lines")).collect();
+    let pairs = values
+        .iter()
+        .map(|v| (v["change"].as_str().unwrap_or("?").to_owned(), v["rel"].as_str().unwrap_or("?").to_owned()))
+        .collect();
+    (pairs, values)
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+}
+
+#[test]
+fn kernel_sandbox_keeps_the_real_dir_untouched_and_diff_lists_every_change() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new("sbx-main");
+    let before = snapshot(&fx.d);
+    let mounts_before = mount_table();
+
+    let script = format!(
+        "echo new > {n}; echo changed >> {a}; rm {b}; rm -r {sub}; mkdir {sub}; echo x > {y}; \
+         test \"$RINGWATCH_SANDBOX\" = T",
+        n = fx.p("n"),
+        a = fx.p("a"),
+        b = fx.p("b"),
+        sub = fx.p("sub"),
+        y = fx.p("sub/y"),
+    );
+    let out = fx.sandbox(&["--name", "T", "--mode", "kernel", "--dir", &fx.ds(), "--", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "sandboxed script failed: {}", stderr(&out));
+
+    assert_eq!(snapshot(&fx.d), before, "the real directory changed");
+    let leaked: Vec<_> = mount_table().difference(&mounts_before).cloned().collect();
+    assert!(leaked.is_empty(), "mounts leaked to the host: {leaked:#?}");
+
+    let (changes, values) = diff_json(&fx, "T");
+    assert_eq!(
+        changes,
+        pairs(&[("modified", "a"), ("deleted", "b"), ("created", "n"), ("replaced", "sub"), ("created", "sub/y")])
+    );
+    let by_rel = |rel: &str| values.iter().find(|v| v["rel"] == rel).expect("listed");
+    assert_eq!(by_rel("n")["size"], 4);
+    assert_eq!(by_rel("a")["size"], "alpha\nchanged\n".len());
+    assert_eq!(by_rel("b")["type"], "file");
+    assert_eq!(by_rel("sub")["type"], "dir");
+    assert_eq!(by_rel("sub")["path"], fx.p("sub"));
+    assert_eq!(by_rel("sub/y")["sandbox"], "T");
+
+    let text = fx.sandbox(&["diff", "--name", "T"]);
+    let text = stdout(&text);
+    assert!(text.starts_with(&format!("{}: 5 changes\n", fx.d.display())), "{text}");
+    for line in ["modified  a", "deleted   b", "created   n", "replaced  sub/", "created   sub/y"] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+
+    // Persistence: re-entering by name (recorded --dir and mode) sees the earlier writes, the host still does not.
+    let out = fx.sandbox(&["--name", "T", "--", "cat", &fx.p("n"), &fx.p("sub/y")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "new\nx\n");
+    let out = fx.sandbox(&["--name", "T", "--", "sh", "-c", &format!("test ! -e {}", fx.p("b"))]);
+    assert_eq!(out.status.code(), Some(0), "b is deleted inside the sandbox");
+    assert!(!fx.d.join("n").exists());
+
+    // --fresh drops every change.
+    let out = fx.sandbox(&["--name", "T", "--fresh", "--", "cat", &fx.p("n")]);
+    assert_ne!(out.status.code(), Some(0), "n survived --fresh");
+    let out = fx.sandbox(&["--name", "T", "--", "cat", &fx.p("b"), &fx.p("sub/c")]);
+    assert_eq!(stdout(&out), "bravo\ncharlie\n", "{}", stderr(&out));
+    assert_eq!(diff_json(&fx, "T").0, Vec::<(String, String)>::new());
+    assert!(stdout(&fx.sandbox(&["diff", "--name", "T"])).contains(": no changes"));
+
+    assert_eq!(snapshot(&fx.d), before, "the real directory changed");
+    let leaked: Vec<_> = mount_table().difference(&mounts_before).cloned().collect();
+    assert!(leaked.is_empty(), "mounts leaked to the host: {leaked:#?}");
+}
+
+#[test]
+fn state_layout_is_root_only_and_upper_mirrors_the_real_dir() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new("sbx-layout");
+    fs::set_permissions(&fx.d, fs::Permissions::from_mode(0o751)).expect("chmod D");
+    let out = fx.sandbox(&["--name", "L", "--dir", &fx.ds(), "--", "sh", "-c", &format!("echo 1 > {}", fx.p("f"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let base = fx.state.join("L").join(fx.d.display().to_string().replace('-', "%2D").replace('/', "-"));
+    assert_eq!(fs::metadata(fx.state.join("L")).expect("NAME").mode() & 0o777, 0o700);
+    assert_eq!(fs::metadata(&base).expect("escaped dir").mode() & 0o777, 0o700);
+    assert_eq!(fs::read(base.join("upper/f")).expect("upper/f"), b"1\n");
+    // The overlay's root shows upper's attributes, so upper took D's mode: CMD sees D as it is.
+    assert_eq!(fs::metadata(base.join("upper")).expect("upper").mode() & 0o7777, 0o751);
+    let out = fx.sandbox(&["--name", "L", "--", "stat", "-c", "%a", &fx.ds()]);
+    assert_eq!(stdout(&out).trim(), "751");
+    let manifest: Value =
+        serde_json::from_str(&fs::read_to_string(fx.state.join("L/sandbox.json")).expect("manifest")).expect("json");
+    assert_eq!(manifest["mode"], "kernel");
+    assert_eq!(manifest["dirs"][0], fx.ds());
+}
+
+#[test]
+fn relative_writes_from_a_working_directory_inside_the_dir_are_contained() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new("sbx-cwd");
+    let before = snapshot(&fx.d);
+    let out = ringwatch()
+        .current_dir(fx.d.join("sub"))
+        .args(["sandbox", "--state-dir"])
+        .arg(&fx.state)
+        .args(["--name", "C", "--dir", &fx.ds(), "--", "sh", "-c", "echo rel > rel; echo more >> c"])
+        .output()
+        .expect("ringwatch runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(snapshot(&fx.d), before, "a relative write reached the real directory");
+    assert_eq!(diff_json(&fx, "C").0, pairs(&[("modified", "sub/c"), ("created", "sub/rel")]));
+}
+
+#[test]
+fn exit_status_of_the_command_is_passed_through() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new("sbx-exit");
+    let d = fx.ds();
+    assert_eq!(fx.sandbox(&["--name", "E", "--dir", &d, "--", "sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(fx.sandbox(&["--name", "E", "--", "sh", "-c", "kill -KILL $$"]).status.code(), Some(128 + 9));
+    let out = fx.sandbox(&["--name", "E", "--", "/nonexistent/cmd"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot run /nonexistent/cmd"), "{}", stderr(&out));
+}
+
+#[test]
+fn sigterm_to_ringwatch_reaches_the_command() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new("sbx-term");
+    // The ready file is outside D, so it is real: it shows that CMD runs (the signal must reach it).
+    let ready = fx.state.with_extension("ready");
+    let script = format!("echo > {}; exec sleep 60", ready.display());
+    let mut child = ringwatch()
+        .args(["sandbox", "--state-dir"])
+        .arg(&fx.state)
+        .args(["--name", "S", "--dir", &fx.ds(), "--", "sh", "-c", &script])
+        .spawn()
+        .expect("ringwatch runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the sandboxed command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stdout(&fx.sandbox(&["list"])).contains("running"), "list shows the sandbox as running");
+    let started = Instant::now();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(128 + 15), "sleep was not terminated by the forwarded SIGTERM");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let _ = fs::remove_file(&ready);
+}
+
+/// The static test helper, compiled once (None after printing why when gcc -static fails).
+fn static_writer() -> Option<&'static Path> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sandbox_static_write.c");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox_static_write");
+        let ok = Command::new("gcc")
+            .args(["-static", "-O2", "-Wall", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP: gcc -static failed (install gcc and libc6-dev)");
+        }
+        ok.then_some(out)
+    })
+    .as_deref()
+}
+
+#[test]
+fn static_binary_writes_are_contained_in_kernel_mode() {
+    if skip() {
+        return;
+    }
+    let Some(writer) = static_writer() else { return };
+    let fx = Fixture::new("sbx-static");
+    let before = snapshot(&fx.d);
+    let target = fx.p("static");
+    let out = fx.sandbox(&[
+        "--name",
+        "S",
+        "--mode",
+        "kernel",
+        "--dir",
+        &fx.ds(),
+        "--",
+        &writer.display().to_string(),
+        &target,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!fx.d.join("static").exists(), "the static binary wrote through to the real directory");
+    assert_eq!(snapshot(&fx.d), before);
+    let (changes, values) = diff_json(&fx, "S");
+    assert_eq!(changes, pairs(&[("created", "static")]));
+    assert_eq!(values[0]["size"], "written by a static binary\n".len());
+}
+
+#[test]
+fn list_shows_sandboxes_and_discard_removes_one() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new("sbx-list");
+    let d = fx.ds();
+    for name in ["one", "two"] {
+        let out = fx.sandbox(&["--name", name, "--dir", &d, "--", "sh", "-c", &format!("echo > {}", fx.p(name))]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let out = fx.sandbox(&["list", "--json"]);
+    let rows: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(rows.iter().map(|r| r["name"].as_str().unwrap_or("?")).collect::<Vec<_>>(), ["one", "two"]);
+    assert!(rows.iter().all(|r| r["changes"] == 1 && r["running"] == false && r["dirs"][0] == d.as_str()));
+    let table = stdout(&fx.sandbox(&["list"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("one ") && table.contains("idle"), "{table}");
+
+    let out = fx.sandbox(&["discard", "--name", "one"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!fx.state.join("one").exists());
+    let out = fx.sandbox(&["diff", "--name", "one"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no sandbox named one"), "{}", stderr(&out));
+    assert_eq!(fx.sandbox(&["discard", "--name", "one"]).status.code(), Some(2));
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new("sbx-bad");
+    let d = fx.ds();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--dir", &d], "needs a command after `--`"),
+        (&["--dir", "/nonexistent/rw-dir", "--", "true"], "--dir /nonexistent/rw-dir: no such directory"),
+        (&["--dir", &fx.p("a"), "--", "true"], "not a directory"),
+        (&["--dir", &d, "--dir", &format!("{d}/."), "--", "true"], "given twice"),
+        (&["--dir", &d, "--dir", &fx.p("sub"), "--", "true"], "is inside --dir"),
+        (&["--dir", "/proc/sys", "--", "true"], "on procfs, which overlayfs cannot use as a lower layer"),
+        (&["--dir", "/", "--", "true"], "the whole file system cannot be sandboxed"),
+        (&["--name", "../x", "--dir", &d, "--", "true"], "bad sandbox name"),
+        (&["--name", "never-made", "--", "true"], "does not exist yet: give the directories"),
+    ];
+    for (args, message) in cases {
+        let out = fx.sandbox(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {message:?} not in {}", stderr(&out));
+    }
+    // A --dir overlapping the state dir would put the layers inside their own lower layer.
+    let out = fx.sandbox(&["--dir", &fx.state.display().to_string(), "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("overlaps the sandbox state dir"), "{}", stderr(&out));
+}
+
+#[test]
+fn sandbox_three_deep_is_refused_with_the_kernels_reason() {
+    if skip() {
+        return;
+    }
+    // overlayfs stacks at most two levels: a sandbox in a sandbox works, the third level cannot mount.
+    let fx = Fixture::new("sbx-nest");
+    let bin = env!("CARGO_BIN_EXE_ringwatch");
+    let state = fx.state.display().to_string();
+    let d = fx.ds();
+    let level = |name: &str| -> Vec<String> {
+        ["sandbox", "--state-dir", &state, "--name", name, "--dir", &d, "--"].map(str::to_owned).into()
+    };
+    let mut args = level("outer");
+    args.push(bin.into());
+    args.extend(level("inner"));
+    args.extend(["sh".into(), "-c".into(), format!("echo 2 > {}", fx.p("two"))]);
+    let out = ringwatch().args(&args).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0), "two levels must work: {}", stderr(&out));
+
+    let mut args = level("outer");
+    args.push(bin.into());
+    args.extend(level("inner"));
+    args.push(bin.into());
+    args.extend(level("third"));
+    args.push("true".into());
+    let out = ringwatch().args(&args).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("refused it as an overlay lower layer"), "{}", stderr(&out));
+    // The sandbox that could not start is not left behind; the two that ran are.
+    let names: Vec<_> = fs::read_dir(&fx.state).expect("state").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(!fx.d.join("two").exists());
+}
+
+#[test]
+fn user_mode_is_not_built_yet() {
+    let out = common::run(&["sandbox", "--mode", "user", "--dir", "/tmp", "--", "true"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--mode user is not built yet"), "{}", stderr(&out));
+}
+
+#[test]
+fn not_root_exits_3() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new("sbx-nonroot");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", env!("CARGO_BIN_EXE_ringwatch")])
+        .args(["sandbox", "--dir", &fx.ds(), "--", "true"])
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("sandbox needs root"), "{}", stderr(&out));
+    // Input errors are still reported as such (exit 2) before privileges are checked.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", env!("CARGO_BIN_EXE_ringwatch")])
+        .args(["sandbox", "--dir", "/nonexistent/rw-dir", "--", "true"])
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
