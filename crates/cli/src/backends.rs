@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ringwatch_core::compiled::ExecKillList;
+use ringwatch_core::compiled::{ExecKillList, FilePermissionPlan};
 use ringwatch_core::{Decider, Domain, Mode, Probe, Source, SourceError, SourceKind};
 use ringwatch_domains::file::fanotify::{FileFanotify, FileFanotifyConfig};
+use ringwatch_domains::file::preload::FilePreload;
 use ringwatch_domains::process::kernel::ProcessKernel;
 use ringwatch_domains::process::preload::ProcessPreload;
 use ringwatch_domains::process::proc_connector::ProcessProcConnector;
@@ -35,7 +36,7 @@ pub const BACKENDS: &[BackendSpec] = &[
     BackendSpec { domain: Domain::Process, mode: Mode::User, source: SourceKind::ProcConnector, planned_in: None },
     BackendSpec { domain: Domain::Process, mode: Mode::User, source: SourceKind::Preload, planned_in: None },
     BackendSpec { domain: Domain::File, mode: Mode::Kernel, source: SourceKind::Fanotify, planned_in: None },
-    BackendSpec { domain: Domain::File, mode: Mode::User, source: SourceKind::Preload, planned_in: Some(4) },
+    BackendSpec { domain: Domain::File, mode: Mode::User, source: SourceKind::Preload, planned_in: None },
     BackendSpec { domain: Domain::Network, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: Some(5) },
     BackendSpec { domain: Domain::Network, mode: Mode::User, source: SourceKind::Preload, planned_in: Some(5) },
     BackendSpec { domain: Domain::Keystroke, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: Some(6) },
@@ -58,6 +59,7 @@ impl BackendSpec {
             (Domain::Process, SourceKind::ProcConnector) => ProcessProcConnector::probe(),
             (Domain::Process, SourceKind::Preload) => ProcessPreload::probe(),
             (Domain::File, SourceKind::Fanotify) => FileFanotify::probe(),
+            (Domain::File, SourceKind::Preload) => FilePreload::probe(),
             _ => Probe::unavailable(self.domain, self.mode, self.source, "unknown backend"),
         }
     }
@@ -70,7 +72,15 @@ impl BackendSpec {
             (Domain::Process, SourceKind::Preload) => {
                 Ok(Box::new(ProcessPreload::start(&cfg.hook_socket, cfg.decider.clone())?))
             }
-            (Domain::File, SourceKind::Fanotify) => Ok(Box::new(FileFanotify::start(&cfg.file)?)),
+            (Domain::File, SourceKind::Fanotify) => Ok(Box::new(FileFanotify::start_with_permissions(
+                &cfg.file,
+                &cfg.file_permission,
+                cfg.decider.clone(),
+            )?)),
+            // Shares the hook socket with process/preload when both run (see ringwatch_domains::preload).
+            (Domain::File, SourceKind::Preload) => {
+                Ok(Box::new(FilePreload::start(&cfg.hook_socket, cfg.decider.clone())?))
+            }
             _ => Err(SourceError::Unsupported { backend: "agent", what: format!("{} is not built yet", self.label()) }),
         }
     }
@@ -86,6 +96,8 @@ pub struct StartConfig {
     pub hook_socket: PathBuf,
     /// The file monitor's exclusions (the agent's own output, store and spool) and limits.
     pub file: FileFanotifyConfig,
+    /// Opens and execs the fanotify permission group holds for a verdict (empty: no permission group).
+    pub file_permission: FilePermissionPlan,
 }
 
 /// What `--mode` asks for one domain.

@@ -34,7 +34,35 @@ pub fn check(file: &Path) -> Result<()> {
             Enforcement::UserSpace { reason } => {
                 println!("  {id}: enforced right after the event from user space, or by the hook (preload): {reason}")
             }
+            Enforcement::FilePermission => println!(
+                "  {id}: deny on {} refused before it happens (fanotify permission events: EPERM; preload: EACCES)",
+                rule.activities().iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            Enforcement::AlertOnly { reason } => println!("  {id}: alerted, not refused: {reason}"),
         }
+    }
+    if let Some(t) = policy.exec_trust() {
+        println!(
+            "  exec_trust: trusted_only; execs outside {} path pattern(s) without one of {} allowed hash(es) are denied",
+            t.allow_paths().patterns().len(),
+            t.allow_sha256().len()
+        );
+    }
+    let plan = policy.file_permission_plan();
+    if !plan.is_empty() {
+        let describe = |m: &ringwatch_core::compiled::PermissionMarks| {
+            if m.everywhere {
+                "every filesystem (each one waits for a verdict)".to_owned()
+            } else {
+                format!("{} file(s) by inode, {} directory prefix(es)", m.exact_paths.len(), m.dir_prefixes.len())
+            }
+        };
+        println!(
+            "  file permission marks: open: {}; exec: {}; hashing: {}",
+            if plan.open.is_empty() { "none".to_owned() } else { describe(&plan.open) },
+            if plan.exec.is_empty() { "none".to_owned() } else { describe(&plan.exec) },
+            if plan.needs_hash { "yes" } else { "no" }
+        );
     }
     Ok(())
 }

@@ -126,8 +126,15 @@ pub fn run(args: RunArgs) -> Result<()> {
             .into_iter()
             .flatten()
             .collect(),
+            // The policy's `files:` section: exclusion globs and the per-process rate limit.
+            exclude_globs: policy.file_settings().exclude_globs.clone(),
+            max_events_per_pid: policy
+                .file_settings()
+                .max_events_per_pid
+                .unwrap_or(ringwatch_domains::file::fanotify::DEFAULT_MAX_EVENTS_PER_PID),
             ..Default::default()
         },
+        file_permission: policy.file_permission_plan(),
     };
     let pipeline = Pipeline::new(QUEUE_CAPACITY);
     let agent_tx = pipeline.sender("agent");

@@ -372,6 +372,10 @@ pub struct FileInfo {
     pub inode: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<u64>,
+    /// SHA-256 of the file's content (64 lowercase hex digits), when a permission check computed it (exec-time
+    /// hash rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// DNS facts inside [`NetworkInfo`].

@@ -30,7 +30,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 
-pub use decide::{Decider, Decision, ObserveAll};
+pub use decide::{ContentCheck, Decider, Decision, ObserveAll, TimeoutVerdict};
 pub use event::{Action, Activity, Backend, Domain, Event, Mode, Process, SourceKind, Timestamp};
 pub use pipeline::{EventSender, Pipeline, PipelineStats};
 pub use shutdown::Shutdown;

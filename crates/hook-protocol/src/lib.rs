@@ -7,8 +7,11 @@
 //! was received before a field is touched, and a garbage, short, oversized or lying message is an `Err`, never a
 //! panic. Integers are little-endian, written and read byte by byte (no casts of the buffer, no alignment needs).
 //!
-//! One connection carries one request and one reply over a unix `SOCK_SEQPACKET` socket, so message boundaries
-//! are kept by the kernel and a message is exactly one `recv`.
+//! Messages travel over a unix `SOCK_SEQPACKET` socket, so message boundaries are kept by the kernel and a message
+//! is exactly one `recv`. An exec request uses a connection of its own (one request, one verdict). File calls use
+//! one long-lived connection per process, a *session*, opened with a [`Hello`] that the agent answers with a
+//! [`Config`]; on it flow one-way file reports and, when the agent asks for them, file requests each answered with
+//! a verdict (see the `control` and `file` modules' docs for their layouts).
 //!
 //! # Layout
 //!
@@ -24,8 +27,9 @@
 //! ```
 //!
 //! Message kinds are grouped by domain so other domains can add theirs without renumbering: `0x00xx` control
-//! ([`MessageKind::VERDICT`]), `0x01xx` process ([`MessageKind::EXEC`]), `0x02xx` file (open/unlink/rename),
-//! `0x03xx` network (connect). A receiver that does not know a kind gets [`Message::Unknown`] and answers allow.
+//! ([`MessageKind::VERDICT`], [`MessageKind::HELLO`], [`MessageKind::CONFIG`]), `0x01xx` process
+//! ([`MessageKind::EXEC`]), `0x02xx` file ([`MessageKind::FILE_REQUEST`], [`MessageKind::FILE_REPORT`]), `0x03xx`
+//! network (connect). A receiver that does not know a kind gets [`Message::Unknown`] and answers allow.
 //!
 //! An exec request ([`ExecRequest`]) has a fixed 36-byte part followed by four byte strings:
 //!
@@ -61,6 +65,20 @@
 
 #[cfg(test)]
 extern crate std;
+
+mod control;
+mod file;
+
+pub use control::{
+    CONFIG_FILE_REPORT, CONFIG_FILE_VERDICT, CONFIG_LEN, Config, HELLO_FEATURE_FILE, HELLO_LEN, Hello, encode_config,
+    encode_hello,
+};
+pub use file::{
+    FILE_FIXED_LEN, FILE_FLAG_CREATES, FILE_FLAG_DIRECTORY, FILE_FLAG_EXCLUSIVE, FILE_FLAG_EXISTED,
+    FILE_FLAG_NEW_PATH_TRUNCATED, FILE_FLAG_NEW_PATH_UNRESOLVED, FILE_FLAG_PATH_TRUNCATED, FILE_FLAG_PATH_UNRESOLVED,
+    FILE_FLAG_TMPFILE, FILE_FLAG_TRUNCATES, FILE_FLAG_WRITES, FILE_MAX_LEN, FileActivity, FileEncoder, FileFixed,
+    FileMessage, FileOp, PathFill,
+};
 
 use core::fmt;
 
@@ -111,8 +129,16 @@ pub struct MessageKind(pub u16);
 impl MessageKind {
     /// Agent -> hook: allow or deny ([`Verdict`]).
     pub const VERDICT: MessageKind = MessageKind(0x0001);
+    /// Hook -> agent: first message of a long-lived session ([`Hello`]); answered with [`MessageKind::CONFIG`].
+    pub const HELLO: MessageKind = MessageKind(0x0002);
+    /// Agent -> hook: what the hook should send on its session ([`Config`]).
+    pub const CONFIG: MessageKind = MessageKind(0x0003);
     /// Hook -> agent: a process is about to exec ([`ExecRequest`]).
     pub const EXEC: MessageKind = MessageKind(0x0101);
+    /// Hook -> agent: a file call is about to happen; the hook waits for a verdict ([`FileMessage`]).
+    pub const FILE_REQUEST: MessageKind = MessageKind(0x0201);
+    /// Hook -> agent: a file call happened, with its result; one-way ([`FileMessage`]).
+    pub const FILE_REPORT: MessageKind = MessageKind(0x0202);
     /// First kind reserved for the file domain (open, unlink, rename): `0x0200..=0x02ff`.
     pub const FILE_FIRST: MessageKind = MessageKind(0x0200);
     /// First kind reserved for the network domain (connect): `0x0300..=0x03ff`.
@@ -293,7 +319,7 @@ impl<'a> ExecRequest<'a> {
         self.flags & EXEC_FLAG_DROPS_PRELOAD != 0
     }
 
-    /// The arguments, argv[0] first.
+    /// The arguments, `argv[0]` first.
     pub fn args(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         let argv = self.argv.strip_suffix(&[0]).unwrap_or(self.argv);
         let empty = argv.is_empty();
@@ -320,6 +346,12 @@ pub enum Message<'a> {
     Exec(ExecRequest<'a>),
     /// A verdict.
     Verdict(Verdict),
+    /// A hook opening a session.
+    Hello(Hello),
+    /// The agent's answer to a hello.
+    Config(Config),
+    /// A file request or report.
+    File(FileMessage<'a>),
     /// A kind this decoder does not know (from a newer hook); the header was valid.
     Unknown(MessageKind),
 }
@@ -328,13 +360,13 @@ pub enum Message<'a> {
 // Encoding: into a fixed buffer, no allocation, no panic.
 
 /// A cursor over a fixed output buffer. Every write is bounds-checked and fails instead of panicking.
-struct Out<'b> {
-    buf: &'b mut [u8],
-    pos: usize,
+pub(crate) struct Out<'b> {
+    pub(crate) buf: &'b mut [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'b> Out<'b> {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), BufferTooSmall> {
+    pub(crate) fn put(&mut self, bytes: &[u8]) -> Result<(), BufferTooSmall> {
         let end = self.pos.checked_add(bytes.len()).ok_or(BufferTooSmall)?;
         let dst = self.buf.get_mut(self.pos..end).ok_or(BufferTooSmall)?;
         dst.copy_from_slice(bytes);
@@ -342,18 +374,18 @@ impl<'b> Out<'b> {
         Ok(())
     }
 
-    fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)
     }
 }
 
-fn put_at(buf: &mut [u8], at: usize, bytes: &[u8]) -> Result<(), BufferTooSmall> {
+pub(crate) fn put_at(buf: &mut [u8], at: usize, bytes: &[u8]) -> Result<(), BufferTooSmall> {
     let end = at.checked_add(bytes.len()).ok_or(BufferTooSmall)?;
     buf.get_mut(at..end).ok_or(BufferTooSmall)?.copy_from_slice(bytes);
     Ok(())
 }
 
-fn write_header(buf: &mut [u8], kind: MessageKind, len: usize, seq: u32) -> Result<(), BufferTooSmall> {
+pub(crate) fn write_header(buf: &mut [u8], kind: MessageKind, len: usize, seq: u32) -> Result<(), BufferTooSmall> {
     let len = u32::try_from(len).map_err(|_| BufferTooSmall)?;
     put_at(buf, 0, &MAGIC)?;
     put_at(buf, 4, &VERSION.to_le_bytes())?;
@@ -534,7 +566,7 @@ impl<'b> ExecEncoder<'b> {
 }
 
 /// Copies as much of `src` into `dst` as fits; returns the bytes copied.
-fn copy_cut(src: &[u8], dst: &mut [u8]) -> usize {
+pub(crate) fn copy_cut(src: &[u8], dst: &mut [u8]) -> usize {
     let src = cut(src, dst.len());
     if let Some(d) = dst.get_mut(..src.len()) {
         d.copy_from_slice(src);
@@ -543,7 +575,7 @@ fn copy_cut(src: &[u8], dst: &mut [u8]) -> usize {
 }
 
 /// The longest prefix of `bytes` of at most `max` bytes.
-fn cut(bytes: &[u8], max: usize) -> &[u8] {
+pub(crate) fn cut(bytes: &[u8], max: usize) -> &[u8] {
     bytes.get(..max).unwrap_or(bytes)
 }
 
@@ -567,13 +599,13 @@ pub fn encode_verdict(buf: &mut [u8], seq: u32, verdict: Verdict) -> Result<usiz
 // Decoding: untrusted bytes, every access checked.
 
 /// A cursor over received bytes; every read is bounds-checked.
-struct In<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+pub(crate) struct In<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> In<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::FieldOverrun(field))?;
         let s = self.bytes.get(self.pos..end).ok_or(DecodeError::FieldOverrun(field))?;
         self.pos = end;
@@ -585,15 +617,15 @@ impl<'a> In<'a> {
         s.try_into().map_err(|_| DecodeError::FieldOverrun(field))
     }
 
-    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         self.array(field).map(u16::from_le_bytes)
     }
 
-    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         self.array(field).map(u32::from_le_bytes)
     }
 
-    fn i32(&mut self, field: &'static str) -> Result<i32, DecodeError> {
+    pub(crate) fn i32(&mut self, field: &'static str) -> Result<i32, DecodeError> {
         self.array(field).map(i32::from_le_bytes)
     }
 }
@@ -630,6 +662,10 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Message<'_>), DecodeError> {
     let msg = match header.kind {
         MessageKind::EXEC => Message::Exec(decode_exec(body)?),
         MessageKind::VERDICT => Message::Verdict(decode_verdict(body)?),
+        MessageKind::HELLO => Message::Hello(control::decode_hello(body)?),
+        MessageKind::CONFIG => Message::Config(control::decode_config(body)?),
+        MessageKind::FILE_REQUEST => Message::File(file::decode_file(body, true)?),
+        MessageKind::FILE_REPORT => Message::File(file::decode_file(body, false)?),
         other => Message::Unknown(other),
     };
     Ok((header, msg))
@@ -699,7 +735,7 @@ fn decode_exec(body: &[u8]) -> Result<ExecRequest<'_>, DecodeError> {
     })
 }
 
-fn non_empty(s: &[u8]) -> Option<&[u8]> {
+pub(crate) fn non_empty(s: &[u8]) -> Option<&[u8]> {
     if s.is_empty() { None } else { Some(s) }
 }
 
@@ -874,8 +910,8 @@ mod tests {
     #[test]
     fn unknown_kinds_are_reported_not_rejected() {
         let mut buf = [0u8; HEADER_LEN + 4];
-        write_header(&mut buf, MessageKind(0x0201), HEADER_LEN + 4, 5).unwrap();
-        assert_eq!(decode(&buf).unwrap().1, Message::Unknown(MessageKind(0x0201)));
+        write_header(&mut buf, MessageKind(0x02ff), HEADER_LEN + 4, 5).unwrap();
+        assert_eq!(decode(&buf).unwrap().1, Message::Unknown(MessageKind(0x02ff)));
     }
 
     /// xorshift64*: deterministic pseudo-random bytes without a dependency.

@@ -3,14 +3,15 @@
 //! Stack use is about 9 KiB ([`REQUEST_BUFFER`] plus small locals): the path search and the working directory are
 //! written straight into the request buffer. Long argument lists are cut and flagged (argc is still exact).
 
-use core::cell::Cell;
 use core::ffi::{CStr, c_char, c_int};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use ringwatch_hook_protocol::{EXEC_FLAG_DROPS_PRELOAD, EXEC_FLAG_RESOLVED_FROM_PATH, ExecEncoder, ExecFixed, ExecOp};
 
 use crate::env;
-use crate::report::{Agent, Outcome, SavedErrno};
+use crate::guard::{self, Reentry};
+use crate::paths::fd_target;
+use crate::report::{Agent, Outcome, SavedErrno, next_seq};
 
 /// Size of the on-stack request. Smaller than the protocol's maximum to keep the hook's stack use modest in
 /// threads with small stacks; it holds a path and a few KiB of arguments.
@@ -21,9 +22,6 @@ const MAX_ARGS_WALKED: usize = 1 << 20;
 
 /// `PATH` when the variable is unset, as glibc's `confstr(_CS_PATH)`.
 const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
-
-/// Request numbers: only need to differ between consecutive requests of one connection (there is one).
-static SEQ: AtomicU32 = AtomicU32::new(1);
 
 /// Whether the process started with a non-empty `LD_PRELOAD` (recorded by the library constructor).
 static STARTED_WITH_PRELOAD: AtomicBool = AtomicBool::new(false);
@@ -37,36 +35,6 @@ pub(crate) fn remember_startup_env() {
 }
 
 const PRELOAD_VAR: &[u8] = b"LD_PRELOAD";
-
-thread_local! {
-    /// Set while this thread is inside the hook, so a hooked call made from within it goes straight through.
-    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks the thread as inside the hook until dropped.
-struct Reentry;
-
-impl Reentry {
-    fn enter() -> Option<Reentry> {
-        IN_HOOK
-            .try_with(|inside| {
-                if inside.get() {
-                    None
-                } else {
-                    inside.set(true);
-                    Some(Reentry)
-                }
-            })
-            .ok()
-            .flatten()
-    }
-}
-
-impl Drop for Reentry {
-    fn drop(&mut self) {
-        let _ = IN_HOOK.try_with(|inside| inside.set(false));
-    }
-}
 
 /// One hooked call's arguments.
 pub(crate) struct ExecCall {
@@ -88,10 +56,13 @@ pub(crate) struct ExecCall {
 /// `path` is null or a NUL-terminated string; `argv` and `envp` are null or NULL-terminated arrays of
 /// NUL-terminated strings (what the libc function being hooked requires of its caller anyway).
 pub(crate) unsafe fn check(call: &ExecCall) -> Outcome {
+    if guard::bypassed() {
+        return Outcome::Allow;
+    }
     let Some(_inside) = Reentry::enter() else { return Outcome::Allow };
     let _errno = SavedErrno::save();
     let Some(agent) = Agent::connect() else { return Outcome::Allow };
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let seq = next_seq();
     let mut buf = [0u8; REQUEST_BUFFER];
     // SAFETY: forwarded caller contract.
     let Some(len) = (unsafe { encode(call, seq, &mut buf) }) else { return Outcome::Allow };
@@ -225,59 +196,16 @@ unsafe fn is_executable_file(path: *const c_char) -> bool {
     rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
 
-/// Writes the target of `/proc/self/fd/FD` into `dst`; returns its length, 0 when unknown.
-fn fd_target(fd: c_int, dst: &mut [u8]) -> usize {
-    let Ok(fd) = u32::try_from(fd) else { return 0 };
-    let mut link = [0u8; 32];
-    let prefix = b"/proc/self/fd/";
-    let Some(head) = link.get_mut(..prefix.len()) else { return 0 };
-    head.copy_from_slice(prefix);
-    let Some(tail) = link.get_mut(prefix.len()..) else { return 0 };
-    if write_decimal(tail, fd).is_none() {
-        return 0;
-    }
-    // SAFETY: `link` was zeroed and write_decimal leaves a byte after the digits, so it is NUL-terminated; `dst` is writable for `dst.len()` bytes and readlink writes at most that.
-    let n = unsafe { libc::readlink(link.as_ptr().cast(), dst.as_mut_ptr().cast(), dst.len()) };
-    // A target that fills the buffer may be cut; report it unknown rather than wrong.
-    usize::try_from(n).ok().filter(|n| *n < dst.len()).unwrap_or(0)
-}
-
-/// Writes `n` in decimal at the start of `dst`, leaving at least one byte after it; returns the digit count.
-fn write_decimal(dst: &mut [u8], mut n: u32) -> Option<usize> {
-    let mut tmp = [0u8; 10];
-    let mut len = 0usize;
-    loop {
-        *tmp.get_mut(len)? = b'0'.wrapping_add((n % 10) as u8);
-        len = len.checked_add(1)?;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if dst.len() <= len {
-        return None;
-    }
-    for (d, s) in dst.iter_mut().zip(tmp.get(..len)?.iter().rev()) {
-        *d = *s;
-    }
-    Some(len)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn join_and_decimal_never_overflow() {
+    fn join_never_overflows() {
         let mut dst = [0xffu8; 12];
         assert_eq!(join(&mut dst, b"/bin", b"echo"), Some(9));
         assert_eq!(&dst[..10], b"/bin/echo\0");
         assert_eq!(join(&mut dst, b"/usr/bin", b"echo"), None);
-        let mut d = [0u8; 4];
-        assert_eq!(write_decimal(&mut d, 123), Some(3));
-        assert_eq!(&d[..3], b"123");
-        assert_eq!(write_decimal(&mut d, 1234), None);
-        assert_eq!(write_decimal(&mut d, 0), Some(1));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `libringwatch_hook.so`: the LD_PRELOAD library of ringwatch's user-mode process backend.
+//! `libringwatch_hook.so`: the LD_PRELOAD library of ringwatch's user-mode process and file backends.
 //!
 //! Loaded into a process with `LD_PRELOAD=/path/libringwatch_hook.so` (or system-wide through
 //! `/etc/ld.so.preload`), it interposes libc's exec family: `execve`, `execv`, `execvp`, `execvpe`, `execl`,
@@ -8,17 +8,29 @@
 //! verdict. On deny the call fails with `EACCES` (posix_spawn* return it) and the program is never run; on allow,
 //! timeout, no agent or any internal problem the real function runs as if the hook were not there.
 //!
+//! It also interposes the file functions `open`, `open64`, `openat`, `openat64` (and their `_FORTIFY_SOURCE`
+//! forms `__open_2`, `__open64_2`, `__openat_2`, `__openat64_2`), `creat`, `creat64`, `fopen`, `fopen64`,
+//! `unlink`, `unlinkat`, `rename`, `renameat`, `renameat2`, `truncate`, `truncate64`, `chmod`, `fchmod`,
+//! `fchmodat`, `mkdir`, `mkdirat`, `rmdir` and `remove`. These talk to the agent over one connection per process
+//! (see `session`): by default they report each call one-way after it happened (one `send`); only when the agent
+//! says a policy rule could deny a file call do they ask before the call and refuse with `EACCES` on deny.
+//!
 //! # Rules this code keeps
 //!
 //! - It never changes the host program's behaviour except by an explicit deny: errno is saved and restored around
 //!   the hook's own syscalls, an absent agent costs one failed `connect`, a slow one at most the timeout.
-//! - No allocation, no locks, no Rust std beyond `core` and a const thread-local: the hook may run in a child
+//! - No allocation, no locks, no Rust std beyond `core` and const thread-locals: the hook may run in a child
 //!   between `fork`/`vfork` and `exec` of a threaded process, where `malloc` can deadlock. Buffers are on the
-//!   stack (about 9 KiB), real functions are resolved with `dlsym(RTLD_NEXT)` by a load-time constructor.
+//!   stack (about 9 KiB), real functions are resolved with `dlsym(RTLD_NEXT)` by a load-time constructor; calls
+//!   made before it ran (by the loader or other libraries' constructors) go straight to the real function.
 //! - No panics: the crate denies indexing, unchecked arithmetic, `unwrap` and friends. A panic in an exported
 //!   `extern "C"` function would abort the host program.
-//! - A thread already inside the hook goes straight to the real function (recursion guard).
-//! - The socket is CLOEXEC and `send` uses MSG_NOSIGNAL.
+//! - A thread already inside the hook goes straight to the real function (recursion guard), and the hook's own
+//!   I/O (`socket`, `connect`, `send`, `recv`, `poll`, `readlink`, `getcwd`, `faccessat`, `fstat`) uses functions
+//!   it does not interpose.
+//! - Sockets are CLOEXEC and `send` uses MSG_NOSIGNAL.
+//! - `ringwatch_hook_bypass()` (exported) turns every hook into the plain real function for good; the agent
+//!   calls it on itself so that a system-wide install never makes it report to, or wait for, itself.
 //!
 //! The `exec*p` variants search `PATH` themselves (allocation-free: one `faccessat` per directory tried) and send
 //! the result as the resolved path; `fexecve` sends the target of `/proc/self/fd/N`. The caller's working
@@ -29,8 +41,12 @@
 //!
 //! An in-process hook is advisory; these bypass it entirely:
 //! - statically linked programs (`gcc -static`, most Go binaries): no dynamic loader, no preload;
-//! - raw `syscall(SYS_execve, ..)`, inline `syscall` instructions, and `io_uring` (no exec op today, but the same
-//!   holds for its file and network ops);
+//! - raw `syscall(SYS_execve, ..)` / `syscall(SYS_openat, ..)`, inline `syscall` instructions, and `io_uring`
+//!   (no exec op today; its open, unlink, rename and mkdir ops bypass the file hooks);
+//! - file activity that is not one of the hooked calls: writes themselves (`write`, `pwrite`, and above all
+//!   stores into a `MAP_SHARED` mapping: the open is seen, the writes are not), `link`, `symlink`, `mknod`,
+//!   `freopen`, `fchmod` on a descriptor without a path, and libc-internal opens (`opendir`, `tmpfile`, locale
+//!   and NSS files), which do not go through the exported symbols;
 //! - a program started without the hook: `env -u LD_PRELOAD cmd`, a cleared environment, any exec whose new
 //!   environment lacks `LD_PRELOAD`, unless the hook is installed system-wide in `/etc/ld.so.preload`. When the
 //!   hooked parent does that exec, the hook flags it and the agent reports a `tamper` event, but what the unhooked
@@ -42,11 +58,15 @@
 //!
 //! # Layout
 //!
-//! - `exec`: the shared check (build the request on the stack, PATH search, recursion guard).
-//! - `report`: the socket round trip with timeouts, errno save/restore.
+//! - `exec`: the shared exec check (build the request on the stack, PATH search).
+//! - `file`, `file_hooks`: the file check (describe, verdict or report) and the exported file functions.
+//! - `session`: the per-process connection for file calls (hello/config, reports, verdicts, fork handling).
+//! - `paths`: absolute paths from the cwd or a dirfd, without allocating.
+//! - `guard`: initialized/bypassed state and the per-thread recursion guard.
+//! - `report`: the one-shot socket round trip with timeouts, errno save/restore.
 //! - `env`: allocation-free environment lookups and the timeout setting.
 //! - `real`: the real libc functions via `dlsym(RTLD_NEXT)`.
-//! - `execl.c`: the three C-variadic functions, which stable Rust cannot define.
+//! - `execl.c`: the three C-variadic exec functions, which stable Rust cannot define.
 #![deny(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
@@ -61,8 +81,13 @@
 
 mod env;
 mod exec;
+mod file;
+mod file_hooks;
+mod guard;
+mod paths;
 mod real;
 mod report;
+mod session;
 
 use core::ffi::{c_char, c_int};
 
@@ -77,6 +102,16 @@ use crate::report::{Outcome, set_errno};
 extern "C" fn on_load() {
     real::resolve_all();
     exec::remember_startup_env();
+    guard::mark_initialized();
+}
+
+/// Turns every hook of this process into a plain call of the real function, for good. The agent calls it on
+/// itself (found with `dlsym(RTLD_DEFAULT, ..)`, so only when this library is loaded into it) so that a
+/// system-wide install never makes it report to, or wait for, itself. Not meant for other programs: a program
+/// that wants to hide can do so anyway (see "What it cannot see").
+#[unsafe(no_mangle)]
+pub extern "C" fn ringwatch_hook_bypass() {
+    guard::bypass();
 }
 
 #[used]

@@ -6,7 +6,7 @@
 //! path in [`RealFn::get`] is only a fallback for a caller that runs before the constructor (another library's
 //! constructor calling exec).
 
-use core::ffi::{CStr, c_char, c_int, c_void};
+use core::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -25,6 +25,36 @@ pub(crate) type PosixSpawnFn = unsafe extern "C" fn(
     *const *const c_char,
     *const *const c_char,
 ) -> c_int;
+
+/// `open(path, flags, ...)`, `open64`: called with the mode as the variadic third argument, which the callee
+/// reads only when the flags create.
+pub(crate) type OpenFn = unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int;
+/// `openat(dirfd, path, flags, ...)`, `openat64`.
+pub(crate) type OpenatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, ...) -> c_int;
+/// `__open_2(path, flags)`, `__open64_2`.
+pub(crate) type Open2Fn = unsafe extern "C" fn(*const c_char, c_int) -> c_int;
+/// `__openat_2(dirfd, path, flags)`, `__openat64_2`, and `unlinkat(dirfd, path, flags)`.
+pub(crate) type DirfdPathIntFn = unsafe extern "C" fn(c_int, *const c_char, c_int) -> c_int;
+/// `creat(path, mode)`, `creat64`, `chmod(path, mode)`, `mkdir(path, mode)`.
+pub(crate) type PathModeFn = unsafe extern "C" fn(*const c_char, libc::mode_t) -> c_int;
+/// `fopen(path, mode)`, `fopen64`.
+pub(crate) type FopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+/// `unlink(path)`, `rmdir(path)`, `remove(path)`.
+pub(crate) type PathFn = unsafe extern "C" fn(*const c_char) -> c_int;
+/// `rename(old, new)`.
+pub(crate) type RenameFn = unsafe extern "C" fn(*const c_char, *const c_char) -> c_int;
+/// `renameat(olddirfd, old, newdirfd, new)`.
+pub(crate) type RenameatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char) -> c_int;
+/// `renameat2(olddirfd, old, newdirfd, new, flags)`.
+pub(crate) type Renameat2Fn = unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, c_uint) -> c_int;
+/// `truncate(path, length)`, `truncate64` (off_t is 64-bit on the 64-bit targets this library builds for).
+pub(crate) type TruncateFn = unsafe extern "C" fn(*const c_char, i64) -> c_int;
+/// `fchmod(fd, mode)`.
+pub(crate) type FchmodFn = unsafe extern "C" fn(c_int, libc::mode_t) -> c_int;
+/// `fchmodat(dirfd, path, mode, flags)`.
+pub(crate) type FchmodatFn = unsafe extern "C" fn(c_int, *const c_char, libc::mode_t, c_int) -> c_int;
+/// `mkdirat(dirfd, path, mode)`.
+pub(crate) type MkdiratFn = unsafe extern "C" fn(c_int, *const c_char, libc::mode_t) -> c_int;
 
 /// One real function: its name and, once found, its address.
 pub(crate) struct RealFn {
@@ -60,8 +90,69 @@ pub(crate) static FEXECVE: RealFn = RealFn::new(c"fexecve");
 pub(crate) static POSIX_SPAWN: RealFn = RealFn::new(c"posix_spawn");
 pub(crate) static POSIX_SPAWNP: RealFn = RealFn::new(c"posix_spawnp");
 
+pub(crate) static OPEN: RealFn = RealFn::new(c"open");
+pub(crate) static OPEN64: RealFn = RealFn::new(c"open64");
+pub(crate) static OPENAT: RealFn = RealFn::new(c"openat");
+pub(crate) static OPENAT64: RealFn = RealFn::new(c"openat64");
+pub(crate) static OPEN_2: RealFn = RealFn::new(c"__open_2");
+pub(crate) static OPEN64_2: RealFn = RealFn::new(c"__open64_2");
+pub(crate) static OPENAT_2: RealFn = RealFn::new(c"__openat_2");
+pub(crate) static OPENAT64_2: RealFn = RealFn::new(c"__openat64_2");
+pub(crate) static CREAT: RealFn = RealFn::new(c"creat");
+pub(crate) static CREAT64: RealFn = RealFn::new(c"creat64");
+pub(crate) static FOPEN: RealFn = RealFn::new(c"fopen");
+pub(crate) static FOPEN64: RealFn = RealFn::new(c"fopen64");
+pub(crate) static UNLINK: RealFn = RealFn::new(c"unlink");
+pub(crate) static UNLINKAT: RealFn = RealFn::new(c"unlinkat");
+pub(crate) static RENAME: RealFn = RealFn::new(c"rename");
+pub(crate) static RENAMEAT: RealFn = RealFn::new(c"renameat");
+pub(crate) static RENAMEAT2: RealFn = RealFn::new(c"renameat2");
+pub(crate) static TRUNCATE: RealFn = RealFn::new(c"truncate");
+pub(crate) static TRUNCATE64: RealFn = RealFn::new(c"truncate64");
+pub(crate) static CHMOD: RealFn = RealFn::new(c"chmod");
+pub(crate) static FCHMOD: RealFn = RealFn::new(c"fchmod");
+pub(crate) static FCHMODAT: RealFn = RealFn::new(c"fchmodat");
+pub(crate) static MKDIR: RealFn = RealFn::new(c"mkdir");
+pub(crate) static MKDIRAT: RealFn = RealFn::new(c"mkdirat");
+pub(crate) static RMDIR: RealFn = RealFn::new(c"rmdir");
+pub(crate) static REMOVE: RealFn = RealFn::new(c"remove");
+
 /// Every real function, for the constructor.
-static ALL: [&RealFn; 7] = [&EXECVE, &EXECV, &EXECVP, &EXECVPE, &FEXECVE, &POSIX_SPAWN, &POSIX_SPAWNP];
+static ALL: [&RealFn; 33] = [
+    &EXECVE,
+    &EXECV,
+    &EXECVP,
+    &EXECVPE,
+    &FEXECVE,
+    &POSIX_SPAWN,
+    &POSIX_SPAWNP,
+    &OPEN,
+    &OPEN64,
+    &OPENAT,
+    &OPENAT64,
+    &OPEN_2,
+    &OPEN64_2,
+    &OPENAT_2,
+    &OPENAT64_2,
+    &CREAT,
+    &CREAT64,
+    &FOPEN,
+    &FOPEN64,
+    &UNLINK,
+    &UNLINKAT,
+    &RENAME,
+    &RENAMEAT,
+    &RENAMEAT2,
+    &TRUNCATE,
+    &TRUNCATE64,
+    &CHMOD,
+    &FCHMOD,
+    &FCHMODAT,
+    &MKDIR,
+    &MKDIRAT,
+    &RMDIR,
+    &REMOVE,
+];
 
 /// Resolves every real function; the library constructor calls it while the process is still single-threaded.
 pub(crate) fn resolve_all() {

@@ -9,10 +9,19 @@
 
 use core::ffi::c_int;
 use core::mem::size_of;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use ringwatch_hook_protocol::{DEFAULT_SOCKET_PATH, Message, SOCKET_ENV, VERDICT_LEN, Verdict, decode};
 
 use crate::env;
+
+/// Request numbers: only need to differ between consecutive requests of one connection.
+static SEQ: AtomicU32 = AtomicU32::new(1);
+
+/// The next request number.
+pub(crate) fn next_seq() -> u32 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
 
 /// What the hook does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +33,16 @@ pub(crate) enum Outcome {
 }
 
 /// A socket descriptor closed on drop.
-struct Fd(c_int);
+pub(crate) struct Fd(pub(crate) c_int);
+
+impl Fd {
+    /// Gives up ownership: the descriptor stays open and is returned.
+    pub(crate) fn into_raw(self) -> c_int {
+        let fd = self.0;
+        core::mem::forget(self);
+        fd
+    }
+}
 
 impl Drop for Fd {
     fn drop(&mut self) {
@@ -36,8 +54,8 @@ impl Drop for Fd {
 /// A connection to the agent, made before the request is built so that an absent agent costs nothing more than
 /// the failed `connect`.
 pub(crate) struct Agent {
-    fd: Fd,
-    timeout_ms: u32,
+    pub(crate) fd: Fd,
+    pub(crate) timeout_ms: u32,
 }
 
 impl Agent {
@@ -68,7 +86,7 @@ impl Agent {
             return Outcome::Allow;
         }
         let mut reply = [0u8; VERDICT_LEN + 16];
-        let Some(n) = recv_within(&self.fd, &mut reply, self.timeout_ms) else { return Outcome::Allow };
+        let Some(n) = recv_within(self.fd.0, &mut reply, self.timeout_ms) else { return Outcome::Allow };
         match reply.get(..n).map(decode) {
             Some(Ok((header, Message::Verdict(Verdict::Deny { errno })))) if header.seq == seq => {
                 Outcome::Deny(if (1..4096).contains(&errno) { errno } else { libc::EACCES })
@@ -100,12 +118,12 @@ fn socket_address() -> Option<libc::sockaddr_un> {
 }
 
 /// Waits up to `timeout_ms` in total (signal interruptions included) for one message and receives it.
-fn recv_within(fd: &Fd, buf: &mut [u8], timeout_ms: u32) -> Option<usize> {
+pub(crate) fn recv_within(fd: c_int, buf: &mut [u8], timeout_ms: u32) -> Option<usize> {
     let start = now_ms();
     loop {
         let spent = now_ms().saturating_sub(start);
         let left = u64::from(timeout_ms).checked_sub(spent).filter(|l| *l > 0)?;
-        let mut pfd = libc::pollfd { fd: fd.0, events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: `pfd` is one valid pollfd.
         let ready = unsafe { libc::poll(&raw mut pfd, 1, c_int::try_from(left).unwrap_or(c_int::MAX)) };
         if ready < 0 && errno() == libc::EINTR {
@@ -115,13 +133,13 @@ fn recv_within(fd: &Fd, buf: &mut [u8], timeout_ms: u32) -> Option<usize> {
             return None;
         }
         // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes.
-        let n = unsafe { libc::recv(fd.0, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         return usize::try_from(n).ok().filter(|n| *n > 0);
     }
 }
 
 /// Monotonic milliseconds (clock_gettime is a vDSO call, no syscall).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid timespec to write to.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };

@@ -1,33 +1,68 @@
 //! The policy compiler: walks the YAML tree of [`crate::yaml`], checks every field, and turns each rule into a
-//! [`Rule`] with precompiled matchers. Every problem is collected (with its line and field path) instead of
-//! stopping at the first, so `ringwatch policy check` lists them all in one run.
+//! [`Rule`] with precompiled matchers, plus the top-level `files` and `exec_trust` sections. Every problem is
+//! collected (with its line and field path) instead of stopping at the first, so `ringwatch policy check` lists them
+//! all in one run.
 //!
 //! A rule with any problem is dropped, and the policy as a whole is rejected when any rule has a problem: a
 //! half-loaded security policy is worse than a refused one.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use ringwatch_core::{Activity, Domain};
+use ringwatch_core::{Activity, Domain, TimeoutVerdict};
 
 use crate::error::{Problem, ProblemKind};
+use crate::file::{EXEC_TRUST_ID, ExecTrust, FileSettings};
 use crate::pattern::{CmdlineSet, PathPattern, PathSet, build_glob};
 use crate::rule::{Conditions, Enforcement, Rule, RuleAction};
 use crate::users::UserDb;
 use crate::yaml::{self, Key, Node, Pos, Value};
 
 /// Fields of a rule.
-const RULE_FIELDS: &str = "id, domain, description, match, action";
+const RULE_FIELDS: &str = "id, domain, description, match, action, on_timeout, timeout_ms";
 /// Fields of a process `match` block.
 const MATCH_FIELDS: &str = "exe, cmdline, parent_exe, user, uid, activity, not";
 /// Fields of a process `not` block.
 const NOT_FIELDS: &str = "exe, cmdline, parent_exe, user, uid";
+/// Fields of a file `match` block.
+const FILE_MATCH_FIELDS: &str = "path, activity, exe, user, uid, sha256, not";
+/// Fields of a file `not` block.
+const FILE_NOT_FIELDS: &str = "path, exe, user, uid, sha256";
+/// Top-level fields.
+const TOP_FIELDS: &str = "rules, files, exec_trust (keystrokes and sigma are reserved)";
+/// Fields of the `files` section.
+const FILES_FIELDS: &str = "exclude, max_events_per_pid, verdict_timeout_ms";
+/// Fields of the `exec_trust` section.
+const EXEC_TRUST_FIELDS: &str = "mode, allow_paths, allow_sha256, on_timeout, timeout_ms";
+/// The file activities, in the contract's order.
+const FILE_ACTIVITIES: [Activity; 7] = [
+    Activity::Open,
+    Activity::Create,
+    Activity::Write,
+    Activity::Delete,
+    Activity::Rename,
+    Activity::Chmod,
+    Activity::Exec,
+];
 /// Rule id alphabet, for messages.
 const ID_CHARS: &str = "letters, digits, `_`, `.` and `-`";
-/// The hint given wherever a rule has no condition.
+/// The hint given wherever a process rule has no condition.
 const MATCH_ALL_HINT: &str = "to match every process say so: `match: { exe: \"/**\" }`";
+/// The hint given wherever a file rule has no condition.
+const FILE_MATCH_ALL_HINT: &str = "to match every file say so: `match: { path: \"/**\" }`";
+/// Largest `timeout_ms` / `verdict_timeout_ms`: a process waits this long at most for one open.
+const MAX_TIMEOUT_MS: i128 = 60_000;
+
+/// What a policy file compiles to.
+#[derive(Debug, Default)]
+pub(crate) struct Compiled {
+    pub rules: Vec<Rule>,
+    pub files: FileSettings,
+    pub exec_trust: Option<ExecTrust>,
+}
 
 /// Compiles a policy text. `origin` names the file in problems.
-pub(crate) fn compile(text: &str, origin: &str, users: &UserDb) -> Result<Vec<Rule>, Vec<Problem>> {
+pub(crate) fn compile(text: &str, origin: &str, users: &UserDb) -> Result<Compiled, Vec<Problem>> {
     let mut c = Compiler { origin, users, problems: Vec::new(), seen_ids: HashMap::new() };
     let doc = match yaml::parse(text) {
         Ok(doc) => doc,
@@ -36,9 +71,9 @@ pub(crate) fn compile(text: &str, origin: &str, users: &UserDb) -> Result<Vec<Ru
             return Err(c.problems);
         }
     };
-    let rules = c.document(&doc);
+    let compiled = c.document(&doc);
     if c.problems.is_empty() {
-        Ok(rules)
+        Ok(compiled)
     } else {
         c.problems.sort_by_key(|p| p.line);
         Err(c.problems)
@@ -58,9 +93,13 @@ struct Compiler<'a> {
 struct Block {
     conditions: Conditions,
     activities: Option<Vec<Activity>>,
+    /// The `activity` node, for problems about the activities.
+    activity_node: Option<Node>,
     negated: Option<Conditions>,
     /// How many condition fields were written (valid or not); zero means "matches everything".
     condition_fields: usize,
+    /// A `sha256` field was written (valid or not), in `match` or in `not`.
+    mentions_sha256: bool,
 }
 
 impl Compiler<'_> {
@@ -84,19 +123,25 @@ impl Compiler<'_> {
         self.report(key.pos, field, ProblemKind::UnknownField, message);
     }
 
-    fn document(&mut self, doc: &Node) -> Vec<Rule> {
-        let mut rules = Vec::new();
+    fn document(&mut self, doc: &Node) -> Compiled {
+        let mut out = Compiled::default();
         match &doc.value {
             Value::Null => {}
             Value::Map(entries) => {
+                // `exec_trust` reserves its id before the rules are read, wherever it is in the file.
+                if entries.iter().any(|(k, _)| k.name == "exec_trust") {
+                    self.seen_ids.insert(EXEC_TRUST_ID.to_owned(), 0);
+                }
                 for (key, value) in entries {
                     match key.name.as_str() {
-                        "rules" => rules = self.rules(value),
+                        "rules" => out.rules = self.rules(value),
+                        "files" => out.files = self.files(value),
+                        "exec_trust" => out.exec_trust = self.exec_trust(value),
                         "keystrokes" | "sigma" => {
                             let message = format!("the `{}` section is not supported yet", key.name);
                             self.report(key.pos, &key.name, ProblemKind::Unsupported, message);
                         }
-                        _ => self.unknown_field(key, &key.name, "rules (keystrokes and sigma are reserved)"),
+                        _ => self.unknown_field(key, &key.name, TOP_FIELDS),
                     }
                 }
             }
@@ -105,7 +150,7 @@ impl Compiler<'_> {
                 self.invalid(doc, "", message);
             }
         }
-        rules
+        out
     }
 
     fn rules(&mut self, node: &Node) -> Vec<Rule> {
@@ -127,7 +172,7 @@ impl Compiler<'_> {
             return None;
         };
         let problems_before = self.problems.len();
-        let mut fields: [Option<&Node>; 5] = [None; 5];
+        let mut fields: [Option<&Node>; 7] = [None; 7];
         for (key, value) in entries {
             let slot = match key.name.as_str() {
                 "id" => 0,
@@ -135,6 +180,8 @@ impl Compiler<'_> {
                 "description" => 2,
                 "match" => 3,
                 "action" => 4,
+                "on_timeout" => 5,
+                "timeout_ms" => 6,
                 _ => {
                     self.unknown_field(key, &format!("{path}.{}", key.name), RULE_FIELDS);
                     continue;
@@ -142,7 +189,7 @@ impl Compiler<'_> {
             };
             fields[slot] = Some(value);
         }
-        let [id_node, domain_node, description_node, match_node, action_node] = fields;
+        let [id_node, domain_node, description_node, match_node, action_node, on_timeout_node, timeout_node] = fields;
 
         let id = match id_node {
             Some(n) => self.id(n, &format!("{path}.id")),
@@ -163,30 +210,40 @@ impl Compiler<'_> {
         let domain = match domain_node {
             Some(n) => self.domain(n, &format!("{path}.domain"))?,
             None => {
-                let message = "missing; expected `process` (the only domain implemented so far)";
+                let message = "missing; expected `process` or `file` (the domains implemented so far)";
                 self.report(node.pos, &format!("{path}.domain"), ProblemKind::MissingField, message);
                 return None;
             }
         };
 
         let action = match action_node {
-            Some(n) => self.action(n, &format!("{path}.action")),
+            Some(n) => self.action(n, &format!("{path}.action"), domain),
             None => {
-                let message = "missing; expected observe, alert, kill or deny";
+                let message = match domain {
+                    Domain::File => "missing; expected observe, alert or deny",
+                    _ => "missing; expected observe, alert, kill or deny",
+                };
                 self.report(node.pos, &format!("{path}.action"), ProblemKind::MissingField, message);
                 None
             }
         };
         let block = match match_node {
-            Some(n) => self.match_block(n, &format!("{path}.match")),
+            Some(n) => self.match_block(n, &format!("{path}.match"), domain),
             None => {
-                let message = format!("missing; a rule must say what it matches ({MATCH_ALL_HINT})");
+                let hint = if domain == Domain::File { FILE_MATCH_ALL_HINT } else { MATCH_ALL_HINT };
+                let message = format!("missing; a rule must say what it matches ({hint})");
                 self.report(node.pos, &format!("{path}.match"), ProblemKind::MissingField, message);
                 None
             }
         };
 
-        let activities = block.as_ref().and_then(|b| b.activities.clone()).unwrap_or_else(|| vec![Activity::Exec]);
+        let default_activities = match domain {
+            // Hashes are computed at exec (and at open only when a rule asks for it explicitly).
+            Domain::File if block.as_ref().is_some_and(|b| b.mentions_sha256) => vec![Activity::Exec],
+            Domain::File => FILE_ACTIVITIES.to_vec(),
+            _ => vec![Activity::Exec],
+        };
+        let activities = block.as_ref().and_then(|b| b.activities.clone()).unwrap_or(default_activities);
         if let (Some(action), Some(n)) = (action, action_node)
             && action.is_enforcing()
             && activities.contains(&Activity::Exit)
@@ -195,11 +252,39 @@ impl Compiler<'_> {
                 format!("`{action}` cannot apply to `exit` events (the process is already gone); use `alert`");
             self.invalid(n, &format!("{path}.action"), message);
         }
+        if let Some(b) = &block
+            && b.mentions_sha256
+            && let Some(a) = activities.iter().find(|a| !matches!(a, Activity::Open | Activity::Exec))
+        {
+            let at = b.activity_node.as_ref().or(match_node).unwrap_or(node);
+            let message = format!(
+                "activity `{a}` cannot have a `sha256` condition: a file's hash is only computed at open and exec \
+                 (permission events); use `activity: [exec]` or `[open, exec]`"
+            );
+            self.invalid(at, &format!("{path}.match.activity"), message);
+        }
+
+        let on_timeout = match on_timeout_node {
+            Some(n) if domain == Domain::File => self.on_timeout(n, &format!("{path}.on_timeout")),
+            Some(n) => {
+                self.file_only(n, &format!("{path}.on_timeout"));
+                None
+            }
+            None => Some(TimeoutVerdict::Allow),
+        };
+        let timeout = match timeout_node {
+            Some(n) if domain == Domain::File => self.timeout_ms(n, &format!("{path}.timeout_ms")).map(Some),
+            Some(n) => {
+                self.file_only(n, &format!("{path}.timeout_ms"));
+                None
+            }
+            None => Some(None),
+        };
 
         if self.problems.len() > problems_before {
             return None;
         }
-        let (id, action, block) = (id?, action?, block?);
+        let (id, action, block, on_timeout, timeout) = (id?, action?, block?, on_timeout?, timeout?);
         Some(Rule {
             id,
             description,
@@ -210,7 +295,13 @@ impl Compiler<'_> {
             unless: block.negated,
             line: node.pos.line,
             enforcement: Enforcement::NotEnforcing,
+            on_timeout,
+            timeout,
         })
+    }
+
+    fn file_only(&mut self, node: &Node, field: &str) {
+        self.invalid(node, field, "applies to `file` rules only (permission verdicts)");
     }
 
     fn id(&mut self, node: &Node, field: &str) -> Option<String> {
@@ -227,7 +318,11 @@ impl Compiler<'_> {
             return None;
         }
         if let Some(first) = self.seen_ids.get(&id) {
-            let message = format!("duplicate id `{id}`; first used at line {first}");
+            let message = if *first == 0 {
+                format!("the id `{id}` is reserved for the `exec_trust` section")
+            } else {
+                format!("duplicate id `{id}`; first used at line {first}")
+            };
             self.report(node.pos, field, ProblemKind::DuplicateId, message);
             return None;
         }
@@ -246,8 +341,10 @@ impl Compiler<'_> {
         };
         match name {
             "process" => Some(Domain::Process),
-            "file" | "network" | "keystroke" => {
-                let message = format!("domain `{name}` is not supported yet (only `process` is implemented)");
+            "file" => Some(Domain::File),
+            "network" | "keystroke" => {
+                let message =
+                    format!("domain `{name}` is not supported yet (only `process` and `file` are implemented)");
                 self.report(node.pos, field, ProblemKind::Unsupported, message);
                 None
             }
@@ -262,18 +359,25 @@ impl Compiler<'_> {
         }
     }
 
-    fn action(&mut self, node: &Node, field: &str) -> Option<RuleAction> {
+    fn action(&mut self, node: &Node, field: &str, domain: Domain) -> Option<RuleAction> {
+        let expected = if domain == Domain::File { "observe, alert or deny" } else { "observe, alert, kill or deny" };
         let name = match &node.value {
             Value::Str(s) => s.as_str(),
             Value::Map(m) if m.len() == 1 => m[0].0.name.as_str(),
             other => {
-                self.invalid(node, field, format!("expected observe, alert, kill or deny, found {}", other.kind()));
+                self.invalid(node, field, format!("expected {expected}, found {}", other.kind()));
                 return None;
             }
         };
         match name {
             "observe" => Some(RuleAction::Observe),
             "alert" => Some(RuleAction::Alert),
+            "kill" if domain == Domain::File => {
+                let message = "`kill` does not apply to the file domain; use `deny` (the open or exec fails with \
+                               EPERM, the process lives on)";
+                self.invalid(node, field, message);
+                None
+            }
             "kill" => Some(RuleAction::Kill),
             "deny" => Some(RuleAction::Deny),
             "allow" => {
@@ -282,32 +386,75 @@ impl Compiler<'_> {
                 None
             }
             "block" | "redirect" | "throttle" => {
-                let message = format!(
-                    "action `{name}` does not apply to the process domain; expected observe, alert, kill or deny"
-                );
+                let message = format!("action `{name}` does not apply to the {domain} domain; expected {expected}");
                 self.invalid(node, field, message);
                 None
             }
             _ => {
-                self.invalid(node, field, format!("unknown action `{name}`; expected observe, alert, kill or deny"));
+                self.invalid(node, field, format!("unknown action `{name}`; expected {expected}"));
                 None
             }
         }
     }
 
-    fn match_block(&mut self, node: &Node, field: &str) -> Option<Block> {
-        let block = self.block(node, field, true)?;
+    fn on_timeout(&mut self, node: &Node, field: &str) -> Option<TimeoutVerdict> {
+        match &node.value {
+            Value::Str(s) if s == "allow" => Some(TimeoutVerdict::Allow),
+            Value::Str(s) if s == "deny" => Some(TimeoutVerdict::Deny),
+            Value::Str(s) => {
+                let message = format!(
+                    "unknown value `{s}`; expected allow (fail open: allow and alert, the default) or deny (fail \
+                     closed)"
+                );
+                self.invalid(node, field, message);
+                None
+            }
+            other => {
+                self.invalid(node, field, format!("expected allow or deny, found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    /// A verdict deadline in milliseconds, 1 to [`MAX_TIMEOUT_MS`].
+    fn timeout_ms(&mut self, node: &Node, field: &str) -> Option<Duration> {
+        match &node.value {
+            Value::Int(n) if (1..=MAX_TIMEOUT_MS).contains(n) => {
+                Some(Duration::from_millis(u64::try_from(*n).unwrap_or(1)))
+            }
+            Value::Int(n) => {
+                let message = format!("{n} ms is out of range (1 to {MAX_TIMEOUT_MS}): a process waits this long");
+                self.invalid(node, field, message);
+                None
+            }
+            other => {
+                self.invalid(node, field, format!("expected milliseconds (a number), found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    fn match_block(&mut self, node: &Node, field: &str, domain: Domain) -> Option<Block> {
+        let block = self.block(node, field, true, domain)?;
         if block.condition_fields == 0 {
-            self.invalid(node, field, format!("no condition; {MATCH_ALL_HINT}"));
+            let hint = if domain == Domain::File { FILE_MATCH_ALL_HINT } else { MATCH_ALL_HINT };
+            self.invalid(node, field, format!("no condition; {hint}"));
             return None;
         }
         Some(block)
     }
 
-    /// A `match` block (`top`) or a `not` block.
-    fn block(&mut self, node: &Node, field: &str, top: bool) -> Option<Block> {
+    /// A `match` block (`top`) or a `not` block of a `domain` rule.
+    fn block(&mut self, node: &Node, field: &str, top: bool, domain: Domain) -> Option<Block> {
+        let file = domain == Domain::File;
+        let expected = match (file, top) {
+            (false, true) => MATCH_FIELDS,
+            (false, false) => NOT_FIELDS,
+            (true, true) => FILE_MATCH_FIELDS,
+            (true, false) => FILE_NOT_FIELDS,
+        };
         let Value::Map(entries) = &node.value else {
-            let message = format!("expected a mapping of conditions ({MATCH_FIELDS}), found {}", node.value.kind());
+            let message = format!("expected a mapping of conditions ({expected}), found {}", node.value.kind());
             self.invalid(node, field, message);
             return None;
         };
@@ -316,19 +463,40 @@ impl Compiler<'_> {
             let f = format!("{field}.{}", key.name);
             match key.name.as_str() {
                 "exe" => b.conditions.exe = self.paths(value, &f),
+                "parent_exe" | "cmdline" if file => {
+                    let message = format!(
+                        "`{}` does not apply to the file domain (a permission verdict cannot wait for it); use {}",
+                        key.name,
+                        if top { FILE_MATCH_FIELDS } else { FILE_NOT_FIELDS }
+                    );
+                    self.report(key.pos, &f, ProblemKind::InvalidValue, message);
+                    continue;
+                }
+                "path" | "sha256" if !file => {
+                    let message = format!("`{}` applies to `file` rules; expected one of {expected}", key.name);
+                    self.report(key.pos, &f, ProblemKind::UnknownField, message);
+                    continue;
+                }
                 "parent_exe" => b.conditions.parent_exe = self.paths(value, &f),
                 "cmdline" => b.conditions.cmdline = self.cmdlines(value, &f),
+                "path" => b.conditions.path = self.paths(value, &f),
+                "sha256" => {
+                    b.mentions_sha256 = true;
+                    b.conditions.sha256 = self.digests(value, &f);
+                }
                 "user" => b.conditions.users = self.users(value, &f),
                 "uid" => b.conditions.uids = self.uids(value, &f),
                 "activity" if top => {
-                    b.activities = self.activities(value, &f);
+                    b.activities = self.activities(value, &f, domain);
+                    b.activity_node = Some(value.clone());
                     continue;
                 }
                 "not" if top => {
-                    if let Some(inner) = self.block(value, &f, false) {
+                    if let Some(inner) = self.block(value, &f, false, domain) {
                         if inner.condition_fields == 0 {
                             self.invalid(value, &f, "empty `not` block");
                         }
+                        b.mentions_sha256 |= inner.mentions_sha256;
                         b.negated = Some(inner.conditions);
                     }
                 }
@@ -338,7 +506,7 @@ impl Compiler<'_> {
                     continue;
                 }
                 _ => {
-                    self.unknown_field(key, &f, if top { MATCH_FIELDS } else { NOT_FIELDS });
+                    self.unknown_field(key, &f, expected);
                     continue;
                 }
             }
@@ -390,7 +558,8 @@ impl Compiler<'_> {
         Some(out)
     }
 
-    fn paths(&mut self, node: &Node, field: &str) -> Option<PathSet> {
+    /// Parsed path patterns of a field (each checked, globs compiled once to report their errors).
+    fn patterns(&mut self, node: &Node, field: &str) -> Option<Vec<PathPattern>> {
         let before = self.problems.len();
         let mut patterns = Vec::new();
         for (f, item, text) in self.strings(node, field, "a path or glob")? {
@@ -407,10 +576,48 @@ impl Compiler<'_> {
                 Err(e) => self.invalid(item, &f, e),
             }
         }
-        if self.problems.len() > before {
-            return None;
-        }
+        (self.problems.len() == before).then_some(patterns)
+    }
+
+    fn paths(&mut self, node: &Node, field: &str) -> Option<PathSet> {
+        let patterns = self.patterns(node, field)?;
         PathSet::new(patterns).map_err(|e| self.invalid(node, field, e)).ok()
+    }
+
+    /// SHA-256 digests: 64 hex digits each, kept lowercase.
+    fn digests(&mut self, node: &Node, field: &str) -> Option<Vec<String>> {
+        let before = self.problems.len();
+        let mut out = Vec::new();
+        for (f, item) in self.items(node, field)? {
+            let text = match &item.value {
+                Value::Str(s) => s.clone(),
+                // An all-digit hash may be read as a (huge) number by YAML.
+                Value::Int(n) => n.to_string(),
+                Value::Float(_) => {
+                    self.invalid(item, &f, "expected 64 hex digits, found a number; quote the hash");
+                    continue;
+                }
+                other => {
+                    self.invalid(item, &f, format!("expected a SHA-256 (64 hex digits), found {}", other.kind()));
+                    continue;
+                }
+            };
+            if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let shown: String = text.chars().take(80).collect();
+                let message = format!(
+                    "`{shown}` is not a SHA-256: expected 64 hex digits, found {} characters{}",
+                    text.chars().count(),
+                    if text.bytes().all(|b| b.is_ascii_hexdigit()) { "" } else { " with non-hex ones" }
+                );
+                self.invalid(item, &f, message);
+                continue;
+            }
+            let lower = text.to_ascii_lowercase();
+            if !out.contains(&lower) {
+                out.push(lower);
+            }
+        }
+        (self.problems.len() == before).then_some(out)
     }
 
     fn cmdlines(&mut self, node: &Node, field: &str) -> Option<CmdlineSet> {
@@ -460,22 +667,36 @@ impl Compiler<'_> {
         Some(uids)
     }
 
-    fn activities(&mut self, node: &Node, field: &str) -> Option<Vec<Activity>> {
+    fn activities(&mut self, node: &Node, field: &str, domain: Domain) -> Option<Vec<Activity>> {
+        let expected = match domain {
+            Domain::File => "open, create, write, delete, rename, chmod or exec",
+            _ => "exec, fork or exit",
+        };
         let mut out = Vec::new();
         for (f, item, name) in self.strings(node, field, "an activity")? {
-            let activity = match name {
-                "exec" => Activity::Exec,
-                "fork" => Activity::Fork,
-                "exit" => Activity::Exit,
-                "open" | "create" | "write" | "delete" | "rename" | "chmod" | "connect" | "accept" | "listen"
-                | "close" | "send" | "dns" | "input" => {
+            let activity = match (domain, name) {
+                (Domain::Process, "exec") => Activity::Exec,
+                (Domain::Process, "fork") => Activity::Fork,
+                (Domain::Process, "exit") => Activity::Exit,
+                (Domain::File, "open") => Activity::Open,
+                (Domain::File, "create") => Activity::Create,
+                (Domain::File, "write") => Activity::Write,
+                (Domain::File, "delete") => Activity::Delete,
+                (Domain::File, "rename") => Activity::Rename,
+                (Domain::File, "chmod") => Activity::Chmod,
+                (Domain::File, "exec") => Activity::Exec,
+                (
+                    _,
+                    "exec" | "fork" | "exit" | "open" | "create" | "write" | "delete" | "rename" | "chmod" | "connect"
+                    | "accept" | "listen" | "close" | "send" | "dns" | "input",
+                ) => {
                     let message =
-                        format!("activity `{name}` does not apply to the process domain; expected exec, fork or exit");
+                        format!("activity `{name}` does not apply to the {domain} domain; expected {expected}");
                     self.invalid(item, &f, message);
                     continue;
                 }
                 _ => {
-                    self.invalid(item, &f, format!("unknown activity `{name}`; expected exec, fork or exit"));
+                    self.invalid(item, &f, format!("unknown activity `{name}`; expected {expected}"));
                     continue;
                 }
             };
@@ -484,6 +705,105 @@ impl Compiler<'_> {
             }
         }
         Some(out)
+    }
+
+    /// The `files` section: monitor noise control and the default verdict deadline.
+    fn files(&mut self, node: &Node) -> FileSettings {
+        let mut out = FileSettings::default();
+        let entries = match &node.value {
+            Value::Null => return out,
+            Value::Map(m) => m,
+            other => {
+                let message = format!("expected a mapping ({FILES_FIELDS}), found {}", other.kind());
+                self.invalid(node, "files", message);
+                return out;
+            }
+        };
+        for (key, value) in entries {
+            let f = format!("files.{}", key.name);
+            match key.name.as_str() {
+                "exclude" => {
+                    if let Some(patterns) = self.patterns(value, &f) {
+                        out.exclude_globs = patterns.iter().map(PathPattern::to_glob).collect();
+                    }
+                }
+                "max_events_per_pid" => match &value.value {
+                    Value::Int(n) => match u32::try_from(*n) {
+                        Ok(n) => out.max_events_per_pid = Some(n),
+                        Err(_) => {
+                            self.invalid(value, &f, format!("{n} is out of range (0 = no limit, up to 4294967295)"))
+                        }
+                    },
+                    other => self.invalid(
+                        value,
+                        &f,
+                        format!("expected events per second (a number), found {}", other.kind()),
+                    ),
+                },
+                "verdict_timeout_ms" => {
+                    if let Some(t) = self.timeout_ms(value, &f) {
+                        out.verdict_timeout = t;
+                    }
+                }
+                _ => self.unknown_field(key, &f, FILES_FIELDS),
+            }
+        }
+        out
+    }
+
+    /// The `exec_trust` section (fapolicyd's trusted-only mode).
+    fn exec_trust(&mut self, node: &Node) -> Option<ExecTrust> {
+        let Value::Map(entries) = &node.value else {
+            let message = format!("expected a mapping ({EXEC_TRUST_FIELDS}), found {}", node.value.kind());
+            self.invalid(node, "exec_trust", message);
+            return None;
+        };
+        let before = self.problems.len();
+        let mut mode = None;
+        let mut allow_paths = None;
+        let mut allow_sha256 = Vec::new();
+        let mut on_timeout = TimeoutVerdict::Allow;
+        let mut timeout = None;
+        for (key, value) in entries {
+            let f = format!("exec_trust.{}", key.name);
+            match key.name.as_str() {
+                "mode" => match &value.value {
+                    Value::Str(s) if s == "trusted_only" => mode = Some(true),
+                    // YAML 1.1 reads a bare `off` as false.
+                    Value::Str(s) if s == "off" => mode = Some(false),
+                    Value::Bool(false) => mode = Some(false),
+                    Value::Str(s) => {
+                        self.invalid(value, &f, format!("unknown mode `{s}`; expected trusted_only or off"))
+                    }
+                    other => self.invalid(value, &f, format!("expected trusted_only or off, found {}", other.kind())),
+                },
+                "allow_paths" => allow_paths = self.paths(value, &f),
+                "allow_sha256" => allow_sha256 = self.digests(value, &f).unwrap_or_default(),
+                "on_timeout" => on_timeout = self.on_timeout(value, &f).unwrap_or_default(),
+                "timeout_ms" => timeout = self.timeout_ms(value, &f),
+                _ => self.unknown_field(key, &f, EXEC_TRUST_FIELDS),
+            }
+        }
+        let Some(enabled) = mode else {
+            if self.problems.len() == before {
+                let message = "missing; expected `mode: trusted_only` (or `off`)";
+                self.report(node.pos, "exec_trust.mode", ProblemKind::MissingField, message);
+            }
+            return None;
+        };
+        if self.problems.len() > before || !enabled {
+            return None;
+        }
+        if allow_paths.is_none() && allow_sha256.is_empty() {
+            let message = "trusted_only with neither `allow_paths` nor `allow_sha256` would refuse every exec";
+            self.invalid(node, "exec_trust", message);
+            return None;
+        }
+        let allow_paths = match allow_paths {
+            Some(p) => p,
+            None => PathSet::new(Vec::new()).ok()?,
+        };
+        Some(ExecTrust { allow_paths, allow_sha256, on_timeout, timeout, line: node.pos.line })
     }
 }
 
@@ -530,7 +850,7 @@ mod tests {
       not: { exe: [/usr/bin/passwd] }
     action: deny
 ";
-        let rules = compile(text, "p.yaml", &users()).expect("valid");
+        let rules = compile(text, "p.yaml", &users()).expect("valid").rules;
         let r = &rules[0];
         assert_eq!((r.id.as_str(), r.action, r.line), ("no-tmp-exec", RuleAction::Deny, 2));
         assert_eq!(r.description.as_deref(), Some("nothing runs from /tmp"));
@@ -544,7 +864,7 @@ mod tests {
     #[test]
     fn empty_files_and_empty_rule_lists_observe_only() {
         for text in ["", "# nothing yet\n", "rules:\n", "rules: []\n"] {
-            assert!(compile(text, "p.yaml", &users()).expect("valid").is_empty(), "{text:?}");
+            assert!(compile(text, "p.yaml", &users()).expect("valid").rules.is_empty(), "{text:?}");
         }
     }
 
@@ -623,9 +943,10 @@ mod tests {
         assert!(one(&rule("process", "{ throttle: 1MiB/s }")).message.contains("`throttle` does not apply"));
         assert!(one(&rule("process", "allow")).message.contains("use `observe`"));
 
-        let p = one(&rule("file", "deny"));
+        let p = one(&rule("network", "block"));
         assert_eq!((p.line, p.field.as_str(), p.kind), (3, "rules[0].domain", ProblemKind::Unsupported));
-        assert_eq!(p.message, "domain `file` is not supported yet (only `process` is implemented)");
+        assert_eq!(p.message, "domain `network` is not supported yet (only `process` and `file` are implemented)");
+        assert_eq!(one(&rule("keystroke", "alert")).kind, ProblemKind::Unsupported);
         let p = one(&rule("printer", "kill"));
         assert_eq!((p.line, p.kind), (3, ProblemKind::InvalidValue));
         assert!(p.message.contains("unknown domain `printer`"), "{p}");
@@ -723,5 +1044,177 @@ sigma: []
         assert_eq!(lines, vec![4, 4, 7, 13, 14, 15], "{s:#?}");
         assert_eq!(s[0].1, "rules[0].match.exe");
         assert_eq!(s[1].1, "rules[0].match.cmdline");
+    }
+
+    fn file_rule(m: &str, action: &str, extra: &str) -> String {
+        format!("rules:\n  - id: f\n    domain: file\n    match: {m}\n    action: {action}\n{extra}")
+    }
+
+    #[test]
+    fn a_full_file_rule_compiles() {
+        let text = "rules:
+  - id: protect-shadow
+    domain: file
+    match:
+      path: [/etc/shadow, \"/srv/secret/**\", \"/home/*/.ssh/id_*\"]
+      activity: [open, exec]
+      exe: /usr/bin/cat
+      user: alice
+      uid: 0
+      sha256: [\"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855\"]
+      not: { exe: [/usr/bin/passwd], path: /etc/shadow- }
+    action: deny
+    on_timeout: deny
+    timeout_ms: 50
+";
+        let c = compile(text, "p.yaml", &users()).expect("valid");
+        let r = &c.rules[0];
+        assert_eq!(
+            (r.domain, r.action, r.on_timeout, r.timeout),
+            (Domain::File, RuleAction::Deny, TimeoutVerdict::Deny, Some(Duration::from_millis(50)))
+        );
+        assert_eq!(r.activities, vec![Activity::Open, Activity::Exec]);
+        assert_eq!(r.when.path().map(|p| p.patterns().len()), Some(3));
+        assert_eq!(
+            r.when.sha256().map(<[String]>::to_vec),
+            Some(vec!["e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_owned()])
+        );
+        assert!(r.uses_hash());
+    }
+
+    #[test]
+    fn file_activities_default_to_all_or_to_exec_with_a_hash() {
+        let c = compile(&file_rule("{ path: /etc/shadow }", "alert", ""), "p.yaml", &users()).expect("valid");
+        assert_eq!(c.rules[0].activities, FILE_ACTIVITIES.to_vec());
+        let h = format!("{{ sha256: {} }}", "a".repeat(64));
+        let c = compile(&file_rule(&h, "deny", ""), "p.yaml", &users()).expect("valid");
+        assert_eq!(c.rules[0].activities, vec![Activity::Exec]);
+    }
+
+    #[test]
+    fn file_rule_errors_name_line_and_field() {
+        let hash = "b".repeat(64);
+        let cases: Vec<(String, &str, u32, &str, &str)> = vec![
+            (
+                "{ path: /etc/shadow, activity: scribble }".into(),
+                "deny",
+                4,
+                "rules[0].match.activity",
+                "unknown activity `scribble`; expected open, create, write, delete, rename, chmod or exec",
+            ),
+            (
+                "{ path: /etc/shadow, activity: fork }".into(),
+                "deny",
+                4,
+                "rules[0].match.activity",
+                "does not apply to the file domain",
+            ),
+            ("{ path: \"/etc/{a,b\" }".into(), "deny", 4, "rules[0].match.path", "invalid glob"),
+            ("{ path: etc/shadow }".into(), "deny", 4, "rules[0].match.path", "relative path"),
+            (
+                "{ sha256: abc }".into(),
+                "deny",
+                4,
+                "rules[0].match.sha256",
+                "not a SHA-256: expected 64 hex digits, found 3",
+            ),
+            (
+                format!("{{ sha256: [{hash}, {}] }}", "z".repeat(64)),
+                "deny",
+                4,
+                "rules[0].match.sha256[1]",
+                "with non-hex ones",
+            ),
+            (
+                format!("{{ sha256: {hash}, activity: write }}"),
+                "deny",
+                4,
+                "rules[0].match.activity",
+                "only computed at open and exec",
+            ),
+            (
+                "{ path: /etc/shadow, cmdline: x }".into(),
+                "deny",
+                4,
+                "rules[0].match.cmdline",
+                "does not apply to the file domain",
+            ),
+            ("{ path: /etc/shadow, dst: 1.2.3.4 }".into(), "deny", 4, "rules[0].match.dst", "unknown field `dst`"),
+            ("{}".into(), "deny", 4, "rules[0].match", "`match: { path: \"/**\" }`"),
+            ("{ path: /etc/shadow }".into(), "kill", 5, "rules[0].action", "use `deny`"),
+        ];
+        for (m, action, line, field, needle) in cases {
+            let p = one(&file_rule(&m, action, ""));
+            assert_eq!((p.line, p.field.as_str()), (line, field), "{m}: {p}");
+            assert!(p.message.contains(needle), "{m}: {p}");
+        }
+        let p = one(&file_rule("{ path: /etc/shadow }", "deny", "    on_timeout: alow\n"));
+        assert_eq!((p.line, p.field.as_str()), (6, "rules[0].on_timeout"));
+        assert!(p.message.contains("unknown value `alow`; expected allow"), "{p}");
+        let p = one(&file_rule("{ path: /etc/shadow }", "deny", "    timeout_ms: 0\n"));
+        assert_eq!((p.line, p.field.as_str()), (6, "rules[0].timeout_ms"));
+        let p = one(&rule_with_match("{ exe: /a, path: /b }"));
+        assert_eq!((p.field.as_str(), p.kind), ("rules[0].match.path", ProblemKind::UnknownField));
+        let p = one(
+            "rules:\n  - id: p\n    domain: process\n    match: { exe: /a }\n    action: kill\n    on_timeout: deny\n",
+        );
+        assert_eq!((p.line, p.field.as_str()), (6, "rules[0].on_timeout"));
+        assert!(p.message.contains("`file` rules only"), "{p}");
+    }
+
+    #[test]
+    fn files_and_exec_trust_sections_compile() {
+        let text = format!(
+            "files:
+  exclude: [\"/var/cache/\", \"**/*.swp\", /tmp/x]
+  max_events_per_pid: 500
+  verdict_timeout_ms: 250
+exec_trust:
+  mode: trusted_only
+  allow_paths: [\"/usr/**\", \"/opt/*/bin/*\"]
+  allow_sha256: [{}]
+  on_timeout: deny
+  timeout_ms: 100
+",
+            "c".repeat(64)
+        );
+        let c = compile(&text, "p.yaml", &users()).expect("valid");
+        assert_eq!(c.files.exclude_globs, vec!["/var/cache/**".to_owned(), "**/*.swp".to_owned(), "/tmp/x".to_owned()]);
+        assert_eq!(c.files.max_events_per_pid, Some(500));
+        assert_eq!(c.files.verdict_timeout, Duration::from_millis(250));
+        let t = c.exec_trust.expect("trusted_only");
+        assert_eq!((t.line, t.on_timeout, t.allow_sha256.len()), (6, TimeoutVerdict::Deny, 1));
+        let off = compile("exec_trust: { mode: off }\n", "p.yaml", &users()).expect("valid");
+        assert!(off.exec_trust.is_none());
+    }
+
+    #[test]
+    fn files_and_exec_trust_errors_name_line_and_field() {
+        let s = summary(
+            "files:\n  exclude: [\"/a/{b\"]\n  max_events_per_pid: -1\n  colour: red\nexec_trust:\n  mode: paranoid\n",
+        );
+        assert_eq!(
+            s,
+            vec![
+                (2, "files.exclude[0]".to_owned(), ProblemKind::InvalidValue),
+                (3, "files.max_events_per_pid".to_owned(), ProblemKind::InvalidValue),
+                (4, "files.colour".to_owned(), ProblemKind::UnknownField),
+                (6, "exec_trust.mode".to_owned(), ProblemKind::InvalidValue),
+            ]
+        );
+        let p = one("exec_trust:\n  mode: trusted_only\n");
+        assert_eq!((p.line, p.field.as_str()), (2, "exec_trust"));
+        assert!(p.message.contains("would refuse every exec"), "{p}");
+        let p = one("exec_trust:\n  allow_paths: [/usr/]\n");
+        assert_eq!((p.field.as_str(), p.kind), ("exec_trust.mode", ProblemKind::MissingField));
+        let p = one("exec_trust:\n  mode: trusted_only\n  allow_sha256: [nope]\n");
+        assert_eq!((p.line, p.field.as_str()), (3, "exec_trust.allow_sha256[0]"));
+        let p = one("exec_trust:\n  mode: trusted_only\n  allow_paths: [/usr/]\n  on_timeout: maybe\n");
+        assert_eq!((p.line, p.field.as_str()), (4, "exec_trust.on_timeout"));
+        let p = one(
+            "exec_trust: { mode: trusted_only, allow_paths: [/usr/] }\nrules:\n  - id: exec_trust\n    domain: file\n    match: { path: /a }\n    action: alert\n",
+        );
+        assert_eq!((p.line, p.kind), (3, ProblemKind::DuplicateId));
+        assert!(p.message.contains("reserved"), "{p}");
     }
 }

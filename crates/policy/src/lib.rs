@@ -1,6 +1,6 @@
 //! ringwatch policy: reads a policy file, reports every mistake in it with its line and field, and turns the rules
 //! into what the sensor acts on: a [`Decider`](ringwatch_core::Decider) for events, the kernel's exec kill list,
-//! and a pipeline stage that enforces the rest from user space.
+//! the fanotify permission plan for file rules, and a pipeline stage that enforces the rest from user space.
 //!
 //! ```yaml
 //! rules:
@@ -30,11 +30,12 @@
 //!
 //! # Format
 //!
-//! The top level holds `rules`, a list evaluated in file order: the first matching rule decides. `keystrokes` and
-//! `sigma` are reserved for later and rejected for now; any other field is an error. Each rule has:
+//! The top level holds `rules`, a list evaluated in file order: the first matching rule decides. `files` and
+//! `exec_trust` configure the file domain (below). `keystrokes` and `sigma` are reserved for later and rejected for
+//! now; any other field is an error. Each rule has:
 //!
-//! - `id` (required): unique, made of letters, digits, `_`, `.`, `-`.
-//! - `domain` (required): `process`. `file`, `network` and `keystroke` are valid words but not supported yet.
+//! - `id` (required): unique, made of letters, digits, `_`, `.`, `-` (`exec_trust` is reserved).
+//! - `domain` (required): `process` or `file`. `network` and `keystroke` are valid words but not supported yet.
 //! - `description` (optional).
 //! - `match` (required, not empty): every condition given must hold; a list value means "any of".
 //!   - `exe`, `parent_exe`: exact absolute path (`/usr/bin/nc`), directory prefix (`/tmp/` or `/tmp/**`, the
@@ -49,6 +50,27 @@
 //! - `action` (required): `observe` (record the rule id; an exception to later rules), `alert`, `kill`, or `deny`
 //!   (the same as `kill` for processes).
 //!
+//! File rules (`domain: file`) take other conditions: `path` (the file; exact, prefix or glob as for `exe`; a
+//! rename matches by its old or new path), `activity` (`open`, `create`, `write`, `delete`, `rename`, `chmod`,
+//! `exec`; all of them by default, `exec` alone when the rule has `sha256`), `exe`, `user`, `uid`, `sha256` (64 hex
+//! digits each; only known at open and exec, so no other activity may be combined with it) and `not` (without
+//! `activity`). Exact paths and prefixes also match their canonical form (symlinks resolved). Actions: `observe`,
+//! `alert`, `deny` (the act fails with EPERM; a file rule never kills). Two more fields apply to file rules only:
+//! `on_timeout: allow|deny` (the verdict when a hash is not ready in time: allow and alert, the default, or deny)
+//! and `timeout_ms` (this rule's deadline).
+//!
+//! ```yaml
+//! files:
+//!   exclude: ["/var/cache/**", "**/*.swp"]   # monitor events dropped (noise control; verdicts still apply)
+//!   max_events_per_pid: 2000                # monitor rate limit per process and second (0: none)
+//!   verdict_timeout_ms: 500                 # default deadline of a permission verdict
+//! exec_trust:                               # fapolicyd's trusted-only mode, checked before the rules
+//!   mode: trusted_only                      # or off
+//!   allow_paths: ["/usr/**", "/opt/**"]
+//!   allow_sha256: [e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855]
+//!   on_timeout: deny
+//! ```
+//!
 //! A file without rules is valid: it only observes.
 //!
 //! # Enforcement
@@ -58,6 +80,11 @@
 //! earlier rule could match the same executables first. Every other kill rule is enforced by [`PolicyStage`]
 //! right after the event; [`Rule::enforcement`] says which and why.
 //!
+//! File `deny` rules on `open`/`exec`, rules with `sha256` and `exec_trust` compile into the
+//! [`FilePermissionPlan`](ringwatch_core::compiled::FilePermissionPlan) of the fanotify permission group, which
+//! answers before the act ([`file`] says how narrowly each rule is marked and what that costs). Other file acts
+//! (create, write, delete, rename, chmod) can only be reported: their `deny` rules alert.
+//!
 //! # Layout
 //!
 //! - [`error`]: [`PolicyError`], a list of [`Problem`]s, each `FILE:LINE: field.path: reason`.
@@ -66,13 +93,15 @@
 //! - [`pattern`]: path patterns (exact, prefix, glob) and command-line regexes, compiled for matching.
 //! - [`rule`]: [`Rule`], its conditions, action and [`Enforcement`].
 //! - [`users`]: user name -> uid resolution ([`UserDb`]).
-//! - `policy`: [`Policy`]: loading, the [`Decider`](ringwatch_core::Decider) impl, the kernel kill list, hit
-//!   counters.
+//! - [`file`]: the `files` and `exec_trust` sections and the file rules' permission plan.
+//! - `policy`: [`Policy`]: loading, the [`Decider`](ringwatch_core::Decider) impl (with hash-dependent
+//!   `content_check`), the kernel kill list, the file permission plan, hit counters.
 //! - `stage`: [`PolicyStage`], the pipeline stage, with the user-space kill.
 #![forbid(unsafe_code)]
 
 mod compile;
 pub mod error;
+pub mod file;
 pub mod pattern;
 mod policy;
 pub mod rule;
@@ -81,8 +110,9 @@ pub mod users;
 mod yaml;
 
 pub use error::{PolicyError, Problem, ProblemKind};
+pub use file::{EXEC_TRUST_ID, ExecTrust, FileSettings};
 pub use pattern::{CmdlineSet, PathPattern, PathSet};
-pub use policy::Policy;
+pub use policy::{Policy, Verdict};
 pub use rule::{Conditions, Enforcement, Rule, RuleAction};
 pub use stage::PolicyStage;
 pub use users::UserDb;

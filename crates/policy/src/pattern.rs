@@ -69,6 +69,14 @@ impl PathPattern {
         !matches!(self, PathPattern::Glob(_))
     }
 
+    /// The same set of paths as a glob (ringwatch syntax): exact paths as they are, `/d/` as `/d/**`.
+    pub fn to_glob(&self) -> String {
+        match self {
+            PathPattern::Exact(p) | PathPattern::Glob(p) => p.clone(),
+            PathPattern::DirPrefix(d) => format!("{d}**"),
+        }
+    }
+
     /// The literal text every matching path starts with: the path itself, the directory, or a glob's text up to
     /// its first glob character (empty for `**/...`).
     pub(crate) fn literal_prefix(&self) -> &str {
@@ -156,6 +164,37 @@ impl PathSet {
         self.exact.iter().any(|e| e == path)
             || self.prefixes.iter().any(|d| path.starts_with(d.as_str()))
             || self.globs.as_ref().is_some_and(|g| g.is_match(path))
+    }
+
+    /// This set plus the canonical form (symlinks resolved, on this machine) of each exact path and directory
+    /// prefix whose canonical form differs: `/bin/true` also matches `/usr/bin/true` on a merged-/usr system, the
+    /// way the kernel reports it. Paths that do not exist (yet) and globs are kept as written.
+    pub(crate) fn with_canonical_forms(&self) -> PathSet {
+        let mut patterns = self.patterns.clone();
+        for p in &self.patterns {
+            let extra = match p {
+                PathPattern::Exact(e) => std::fs::canonicalize(e)
+                    .ok()
+                    .and_then(|c| c.to_str().map(str::to_owned))
+                    .filter(|c| c != e)
+                    .map(PathPattern::Exact),
+                PathPattern::DirPrefix(d) => std::fs::canonicalize(d)
+                    .ok()
+                    .and_then(|c| c.to_str().map(|c| format!("{}/", c.trim_end_matches('/'))))
+                    .filter(|c| c != d)
+                    .map(PathPattern::DirPrefix),
+                PathPattern::Glob(_) => None,
+            };
+            if let Some(x) = extra
+                && !patterns.contains(&x)
+            {
+                patterns.push(x);
+            }
+        }
+        if patterns.len() == self.patterns.len() {
+            return self.clone();
+        }
+        PathSet::new(patterns).unwrap_or_else(|_| self.clone())
     }
 
     /// False only when no path under `dir` (which ends in `/`) can match; used to prove that an earlier rule

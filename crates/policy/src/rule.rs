@@ -2,10 +2,15 @@
 //!
 //! Matching is ordered cheapest first (domain, activity, uid, paths, then the command-line regexes, which need
 //! argv joined into one string: that string is built at most once per event, and only when some rule asks for it).
+//!
+//! A `sha256` condition can only be judged when the event carries the file's hash (`file.sha256`, computed by the
+//! fanotify permission backend at open/exec). Without it, a rule that mentions `sha256` anywhere (in `match` or in
+//! `not`) does not match: an unknown hash neither proves nor disproves anything, so it never fires a rule.
 
 use std::fmt;
+use std::time::Duration;
 
-use ringwatch_core::{Action, Activity, Domain, Event};
+use ringwatch_core::{Action, Activity, Domain, Event, TimeoutVerdict};
 
 use crate::pattern::{CmdlineSet, PathSet};
 
@@ -71,6 +76,17 @@ pub enum Enforcement {
         /// Why the rule is not kernel-enforceable, for `ringwatch policy check`.
         reason: String,
     },
+    /// A file `deny` rule on `open` and/or `exec`: in the
+    /// [`FilePermissionPlan`](ringwatch_core::compiled::FilePermissionPlan), so the fanotify permission group refuses
+    /// the act with EPERM before it happens (the preload hook refuses with EACCES in user mode). Other activities of
+    /// the same rule can only be reported (`alerted`).
+    FilePermission,
+    /// A file `deny` rule whose activities (create, write, delete, rename, chmod) no backend can refuse yet: matching
+    /// events are reported as `alerted` with the rule id.
+    AlertOnly {
+        /// Why, for `ringwatch policy check`.
+        reason: String,
+    },
 }
 
 /// One `match` (or `not`) block: every given condition must hold.
@@ -81,9 +97,23 @@ pub struct Conditions {
     pub(crate) parent_exe: Option<PathSet>,
     pub(crate) users: Option<Vec<u32>>,
     pub(crate) uids: Option<Vec<u32>>,
+    /// File rules: the file's path (`file.path`, or `file.new_path` of a rename).
+    pub(crate) path: Option<PathSet>,
+    /// File rules: SHA-256 digests, 64 lowercase hex digits each.
+    pub(crate) sha256: Option<Vec<String>>,
 }
 
 impl Conditions {
+    /// The `path` patterns (file rules), if the block has that condition.
+    pub fn path(&self) -> Option<&PathSet> {
+        self.path.as_ref()
+    }
+
+    /// The `sha256` digests (file rules, lowercase hex), if any.
+    pub fn sha256(&self) -> Option<&[String]> {
+        self.sha256.as_deref()
+    }
+
     /// The `exe` patterns, if the block has that condition.
     pub fn exe(&self) -> Option<&PathSet> {
         self.exe.as_ref()
@@ -116,6 +146,8 @@ impl Conditions {
             && self.parent_exe.is_none()
             && self.users.is_none()
             && self.uids.is_none()
+            && self.path.is_none()
+            && self.sha256.is_none()
     }
 
     /// Names of the conditions other than `exe` that are present (for "why not in the kernel" reasons).
@@ -133,10 +165,18 @@ impl Conditions {
         if self.uids.is_some() {
             v.push("uid");
         }
+        if self.path.is_some() {
+            v.push("path");
+        }
+        if self.sha256.is_some() {
+            v.push("sha256");
+        }
         v
     }
 
-    fn matches(&self, cx: &mut MatchContext<'_>) -> bool {
+    /// Every condition holds; `sha256` is skipped when `ignore_hash` (for "could this rule match once the hash is
+    /// known?").
+    fn matches(&self, cx: &mut MatchContext<'_>, ignore_hash: bool) -> bool {
         let uid = cx.ev.process.uid;
         if self.uids.as_ref().is_some_and(|u| !u.contains(&uid))
             || self.users.as_ref().is_some_and(|u| !u.contains(&uid))
@@ -151,6 +191,18 @@ impl Conditions {
         {
             return false;
         }
+        if let Some(s) = &self.path {
+            let Some(f) = &cx.ev.file else { return false };
+            if !s.is_match(&f.path) && !f.new_path.as_deref().is_some_and(|p| s.is_match(p)) {
+                return false;
+            }
+        }
+        if !ignore_hash && let Some(digests) = &self.sha256 {
+            let hash = cx.ev.file.as_ref().and_then(|f| f.sha256.as_deref());
+            if !hash.is_some_and(|h| digests.iter().any(|d| d.eq_ignore_ascii_case(h))) {
+                return false;
+            }
+        }
         if let Some(s) = &self.cmdline
             && !s.is_match(cx.joined_cmdline())
         {
@@ -158,6 +210,11 @@ impl Conditions {
         }
         true
     }
+}
+
+/// True when the event carries the file's content hash.
+fn has_hash(ev: &Event) -> bool {
+    ev.file.as_ref().is_some_and(|f| f.sha256.is_some())
 }
 
 /// What matching one event needs, with argv joined lazily and at most once for all rules.
@@ -189,6 +246,10 @@ pub struct Rule {
     pub(crate) unless: Option<Conditions>,
     pub(crate) line: u32,
     pub(crate) enforcement: Enforcement,
+    /// File rules: the verdict when a permission check of this rule cannot finish in time.
+    pub(crate) on_timeout: TimeoutVerdict,
+    /// File rules: this rule's verdict deadline, when it sets its own (`timeout_ms`).
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Rule {
@@ -237,6 +298,21 @@ impl Rule {
         &self.enforcement
     }
 
+    /// File rules: the verdict when a permission check cannot finish in time (`on_timeout`, default allow).
+    pub fn on_timeout(&self) -> TimeoutVerdict {
+        self.on_timeout
+    }
+
+    /// File rules: the rule's own verdict deadline (`timeout_ms`), if it sets one.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// True when a `sha256` condition appears in `match` or `not`.
+    pub fn uses_hash(&self) -> bool {
+        self.when.sha256.is_some() || self.unless.as_ref().is_some_and(|n| n.sha256.is_some())
+    }
+
     /// True when the rule matches `ev`; `parent_exe` is the parent's executable, when known.
     pub fn matches(&self, ev: &Event, parent_exe: Option<&str>) -> bool {
         self.matches_in(&mut MatchContext::new(ev, parent_exe))
@@ -245,8 +321,18 @@ impl Rule {
     pub(crate) fn matches_in(&self, cx: &mut MatchContext<'_>) -> bool {
         cx.ev.domain == self.domain
             && self.activities.contains(&cx.ev.activity)
-            && self.when.matches(cx)
-            && !self.unless.as_ref().is_some_and(|n| n.matches(cx))
+            && (!self.uses_hash() || has_hash(cx.ev))
+            && self.when.matches(cx, false)
+            && !self.unless.as_ref().is_some_and(|n| n.matches(cx, false))
+    }
+
+    /// For a rule that [`uses_hash`](Rule::uses_hash) and an event without a hash: true when the rule could match
+    /// once the hash is known (every condition but `sha256` holds, and a `not` block without `sha256` does not).
+    pub(crate) fn may_match_with_hash(&self, cx: &mut MatchContext<'_>) -> bool {
+        cx.ev.domain == self.domain
+            && self.activities.contains(&cx.ev.activity)
+            && self.when.matches(cx, true)
+            && !self.unless.as_ref().is_some_and(|n| n.sha256.is_none() && n.matches(cx, false))
     }
 
     /// True when the rule can apply to exec events.

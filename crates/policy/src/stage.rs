@@ -6,6 +6,17 @@
 //! Kill rules in the kernel's [`ExecKillList`](ringwatch_core::compiled::ExecKillList) are enforced at exec by
 //! the kernel backend when it runs; its events arrive already `killed` and are left alone here.
 //!
+//! **File events.** A file `deny` is enforced only synchronously, by the backend that holds the act: the fanotify
+//! permission group (EPERM) or the preload hook (EACCES). Their events arrive already decided (`denied`, or
+//! `alerted` for a timeout or a hash-based alert) and are left alone here, so nothing is decided twice. A monitor
+//! event (fanotify notification, after the fact) that matches a `deny` rule means the act was *not* refused: the
+//! open was not covered (a filesystem the permission group could not mark, the agent's own pid, a file replaced
+//! before its inode mark followed), the verdict timed out with `on_timeout: allow`, no permission group runs
+//! (`file=user`, or the monitor alone), or the activity cannot be refused at all (create, write, delete, rename,
+//! chmod). Such an event becomes `alerted` with the rule id; a file event is never answered with a kill.
+//! Rules with a `sha256` condition never match monitor events (they carry no hash), and the `exec_trust` gate
+//! judges a monitor exec only when its path alone decides.
+//!
 //! Before signalling, the stage checks that the pid still belongs to the process of the event (same start time
 //! in /proc/PID/stat), so a pid reused since the event is never killed. A small window between that check and
 //! the signal remains (closing it needs pidfds, which have no safe wrapper in our dependencies yet).
@@ -31,7 +42,9 @@ use crate::rule::RuleAction;
 /// - a `kill`/`deny` rule on a process `exec` or `fork` event sends SIGKILL to the process right away and sets
 ///   `action = killed`, `rule` and `enforcement_delay_us`. If the process is already gone (or its pid now belongs
 ///   to another process, or the signal fails) nothing was enforced, and the event says so by being `alerted`
-///   with the rule id and no `enforcement_delay_us`.
+///   with the rule id and no `enforcement_delay_us`;
+/// - a `deny` rule (or the `exec_trust` gate) on a file event sets `action = alerted` and `rule`: the act already
+///   happened (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct PolicyStage {
     policy: Arc<Policy>,
@@ -60,15 +73,15 @@ impl Stage for PolicyStage {
             return;
         }
         let parent_exe = table.get(ev.process.ppid).map(|p| p.exe.as_str());
-        let Some(rule) = self.policy.evaluate(ev, parent_exe) else { return };
-        ev.rule = Some(rule.id().to_owned());
-        match rule.action() {
+        let Some(verdict) = self.policy.judge(ev, parent_exe) else { return };
+        ev.rule = Some(verdict.id.to_owned());
+        match verdict.action {
             RuleAction::Observe => {}
             RuleAction::Alert => ev.action = Action::Alerted,
             RuleAction::Kill | RuleAction::Deny => {
                 let killable = ev.domain == Domain::Process && matches!(ev.activity, Activity::Exec | Activity::Fork);
                 ev.action = Action::Alerted;
-                if killable && kill_process(ev, rule.id()) {
+                if killable && kill_process(ev, verdict.id) {
                     ev.action = Action::Killed;
                     ev.enforcement_delay_us = Some(Timestamp::now().0.saturating_sub(ev.time.0) / 1_000);
                 }

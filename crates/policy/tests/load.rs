@@ -32,7 +32,6 @@ fn the_full_design_sketch_reports_what_is_not_supported_yet() {
     assert_eq!(
         got,
         vec![
-            (8, "rules[1].domain", ProblemKind::Unsupported),
             (12, "rules[2].domain", ProblemKind::Unsupported),
             (16, "rules[3].domain", ProblemKind::Unsupported),
             (20, "rules[4].domain", ProblemKind::Unsupported),
@@ -55,7 +54,7 @@ fn a_file_with_many_mistakes_reports_them_all() {
         (13, "rules[2].match.exe", "invalid glob"),
         (18, "rules[3].action", "unknown action `explode`"),
         (20, "rules[4].domain", "unknown domain `printer`"),
-        (24, "rules[5].domain", "domain `file` is not supported yet"),
+        (25, "rules[5].match.activity[1]", "unknown activity `scribble`; expected open, create, write"),
         (27, "rules[6].id", "duplicate id `relative-exe`; first used at line 3"),
         (33, "rules[7].match.user", "unknown user `no-such-user-here`"),
         (37, "rules[8].match", "no condition"),

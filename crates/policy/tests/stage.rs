@@ -1,6 +1,7 @@
 //! The pipeline stage: decisions land on events, and kill rules kill real processes from user space.
 
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -170,4 +171,38 @@ fn events_a_backend_already_enforced_are_left_alone() {
     ev.rule = Some("kernel-rule".to_owned());
     stage().apply(&mut ev, &ProcessTable::empty());
     assert_eq!((ev.action, ev.rule.as_deref()), (Action::Killed, Some("kernel-rule")));
+}
+
+#[test]
+fn file_deny_rules_never_kill_and_decided_file_events_are_left_alone() {
+    let policy = r#"
+rules:
+  - id: shadow
+    domain: file
+    match: { path: /etc/shadow, activity: [open, write] }
+    action: deny
+"#;
+    let mut stage = PolicyStage::new(Arc::new(Policy::from_str(policy, "f.yaml").expect("valid policy")));
+    let table = ProcessTable::empty();
+    let sleeper = Sleeper::spawn();
+    let file_event = |activity: Activity| {
+        let mut ev = Event::new(Domain::File, activity, Backend { mode: Mode::Kernel, source: SourceKind::Fanotify });
+        ev.process.pid = sleeper.pid();
+        ev.file = Some(ringwatch_core::event::FileInfo { path: "/etc/shadow".into(), ..Default::default() });
+        ev
+    };
+    // A monitor event the deny rule matches: the act was not refused, so it is reported, not killed.
+    for activity in [Activity::Open, Activity::Write] {
+        let mut ev = file_event(activity);
+        stage.apply(&mut ev, &table);
+        assert_eq!((ev.action, ev.rule.as_deref()), (Action::Alerted, Some("shadow")), "{activity}");
+        assert_eq!(ev.enforcement_delay_us, None);
+    }
+    // An event the permission backend already decided keeps its decision.
+    let mut ev = file_event(Activity::Open);
+    ev.action = Action::Denied;
+    ev.rule = Some("shadow".into());
+    stage.apply(&mut ev, &table);
+    assert_eq!(ev.action, Action::Denied);
+    assert!(Path::new(&format!("/proc/{}", sleeper.pid())).exists(), "the process lives on");
 }

@@ -2,7 +2,10 @@
 //!
 //! - [`fanotify`]: kernel mode through fanotify filesystem marks with file-handle reporting (monitoring only;
 //!   permission events for synchronous deny come in a second group beside it).
-//! - User mode (preload hooks), permission events, the eBPF syscall tracepoints for what fanotify cannot tell, and
-//!   `ringwatch sandbox` are later slices of issue #4.
+//! - [`preload`]: user mode through the LD_PRELOAD hook library (open, creat, fopen, unlink, rename, truncate,
+//!   chmod, mkdir, rmdir families; in-process, untrusted; refuses with `EACCES` when a rule denies).
+//! - The eBPF syscall tracepoints for what fanotify cannot tell, and `ringwatch sandbox`, are later slices of
+//!   issue #4.
 
 pub mod fanotify;
+pub mod preload;

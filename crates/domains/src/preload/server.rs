@@ -1,37 +1,69 @@
-//! The agent end of the hook socket: bind, accept, read one request per connection, dispatch, reply.
+//! The agent end of the hook socket: bind, accept, read requests and reports, dispatch, reply.
 //!
-//! One thread serves every connection with `poll` (100 ms ticks, so shutdown is noticed), which keeps a slow or
-//! silent client from holding up the others: a connection that sends nothing within [`REQUEST_DEADLINE`] is
-//! closed, and at most [`MAX_PENDING`] wait at once (more are closed at accept; their hooks go ahead). Each
-//! connection's peer is taken from `SO_PEERCRED`, which the kernel fills in at `connect`, so pid/uid/gid of an
-//! event cannot be forged by the hooked process. Everything else in a request is untrusted: it is decoded with
-//! full bounds checks, and a message that does not decode is counted as malformed and its connection closed.
+//! Two kinds of connection arrive on the one socket. A *one-shot* connection (exec requests, and a file request
+//! whose thread found the session busy) carries one request and gets one verdict; one that sends nothing within
+//! [`REQUEST_DEADLINE`] is closed, and at most [`MAX_PENDING`] wait at once (more are closed at accept; their
+//! hooks go ahead). A *session* (one per hooked process that makes file calls) starts with a `HELLO`, which the
+//! server answers itself with a `CONFIG` (the OR of every registered handler's [`HookHandler::config`]; nothing
+//! for the agent's own pid), then carries one-way reports and verdict requests until the process exits or execs.
+//! At most [`MAX_SESSIONS`] are open at once; a hello beyond that is refused (counted as lost), and its process
+//! goes on unmonitored until it retries.
+//!
+//! One thread serves every connection with `epoll` (100 ms ticks, so shutdown is noticed). It reads up to
+//! [`BATCH`] messages from a connection per wake-up, so a process in a file storm cannot starve the others, and
+//! after a wake-up that brought only one-way reports it pauses for [`COALESCE`] so that reports are read in
+//! batches instead of waking the agent once each.
+//! Each connection's peer is taken from `SO_PEERCRED`, which the kernel fills in at `connect`, so pid/uid/gid of
+//! an event cannot be forged by the hooked process. Everything else is untrusted: it is decoded with full bounds
+//! checks, and a message that does not decode is counted as malformed and its connection closed.
+//!
+//! Handlers are kept in a [`Routes`] table behind a mutex, shared with [`super::SharedSocket`] so that several
+//! preload backends (process, file) register on one server; the serve loop locks it per message (uncontended).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::PollTimeout;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{
     AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, accept4, bind, connect, getsockopt, listen, recv,
     send, socket, sockopt,
 };
 use ringwatch_core::{EventSender, Shutdown};
 use ringwatch_hook_protocol::{
-    Header, MAX_MESSAGE, Message, MessageKind, VERDICT_LEN, Verdict, decode, encode_verdict,
+    CONFIG_LEN, Config, Header, MAX_MESSAGE, Message, MessageKind, VERDICT_LEN, Verdict, decode, encode_config,
+    encode_verdict,
 };
 
 /// How often the serve loop looks at the shutdown token.
 const TICK: Duration = Duration::from_millis(100);
-/// A connection that has not sent its request after this long is closed (the hook gave up long before).
+/// A one-shot connection that has not sent its request after this long is closed (the hook gave up long before).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
-/// Most connections waiting for their request at once.
+/// Most one-shot connections (or sessions before their hello) waiting for their first message at once.
 pub const MAX_PENDING: usize = 256;
+/// Most sessions open at once (each is one descriptor in the agent, whose soft limit `bind` raises).
+pub const MAX_SESSIONS: usize = 8192;
+/// Most messages read from one connection per wake-up.
+pub const BATCH: usize = 256;
+/// At shutdown, how long the server keeps reading what hooks already sent.
+const DRAIN: Duration = Duration::from_millis(500);
+/// The listener's epoll token; connections count up from 1.
+const LISTENER: u64 = 0;
+/// After a wake-up that brought only one-way reports, the loop pauses this long before waiting again, so that a
+/// process in a file storm finds the agent not waiting and its next sends wake nobody (waking the agent was most
+/// of a report's cost). Requests never cause the pause; one arriving during it waits at most this long. Short
+/// enough that a hook's socket buffer (about 200 reports) does not fill during it even in a tmpfs storm.
+pub const COALESCE: Duration = Duration::from_micros(500);
+/// A round with at least this many reports skips the pause: the hooks are sending faster than the pause would
+/// let the agent read, so it reads on at once instead (and, being busy, is not woken by their sends anyway).
+pub const COALESCE_UNDER: usize = 64;
 
 /// The process at the other end of a hook connection, as the kernel recorded it at `connect` (SO_PEERCRED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,31 +74,47 @@ pub struct Peer {
     pub uid: u32,
     /// Effective gid at connect time.
     pub gid: u32,
+    /// The session this message came on (unique for the server's life), 0 for a one-shot connection.
+    pub session: u64,
 }
 
-/// One domain's handling of one message kind. Called on the server thread, so it must be quick: the hooked
-/// process is waiting for the verdict.
+/// One domain's handling of some message kinds. Called on the server thread, so it must be quick: the hooked
+/// process may be waiting for the verdict, and every other hooked process waits behind it.
 pub trait HookHandler: Send {
     /// Handles a decoded message from `peer`: decides, answers through `reply` (before emitting events, so the
     /// process waits no longer than needed, and so an event can say whether a deny reached the hook), then emits
-    /// its events. A handler that does not reply leaves the server to answer allow.
+    /// its events. A handler that does not reply to a message that wants one leaves the server to answer allow.
     fn handle(&mut self, peer: Peer, header: &Header, msg: &Message<'_>, reply: &mut Reply<'_>, events: &EventSender);
+
+    /// `CONFIG_*` bits this handler wants in the answer to a hook's hello (what the hook should send).
+    fn config(&self) -> u32 {
+        0
+    }
+
+    /// A hook opened session `peer.session` (its hello, before the answer): the process is alive and waiting,
+    /// the best moment to read what /proc says about it.
+    fn session_opened(&mut self, _peer: Peer) {}
+
+    /// Session `session` ended (its process exited or exec'd): forget what was kept for it.
+    fn session_closed(&mut self, _session: u64) {}
 }
 
-/// The way back to the hook that sent a request.
+/// The way back to the hook that sent a message.
 #[derive(Debug)]
 pub struct Reply<'a> {
     fd: BorrowedFd<'a>,
     seq: u32,
     sent: bool,
+    wanted: bool,
 }
 
 impl Reply<'_> {
     /// Sends `verdict` (once; later calls do nothing and return false). Returns true when the kernel took it,
-    /// false when the hook is gone: it gave up waiting (timeout) and went ahead, so a deny did not happen. (A hook
-    /// that timed out but has not closed its socket yet still counts as reached; that window is microseconds.)
+    /// false when the hook is gone (it gave up waiting and went ahead, so a deny did not happen) or when the message
+    /// was a one-way report, which gets no answer. (A hook that timed out but has not closed its socket yet still
+    /// counts as reached; that window is microseconds.)
     pub fn send(&mut self, verdict: Verdict) -> bool {
-        if self.sent {
+        if self.sent || !self.wanted {
             return false;
         }
         self.sent = true;
@@ -81,12 +129,18 @@ impl Reply<'_> {
             }
         }
     }
+
+    /// True when the hook waits for a verdict on this message.
+    pub fn is_wanted(&self) -> bool {
+        self.wanted
+    }
 }
 
-/// Why the server could not bind.
+/// Why the server could not bind or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// Another agent answers on the socket: two agents must not share it.
+    /// Another agent answers on the socket (or, within this agent, another backend already handles the same
+    /// message kinds): two agents must not share it.
     #[error("{path}: another ringwatch agent is already listening on this socket; stop it first")]
     AlreadyRunning {
         /// The socket path.
@@ -128,32 +182,141 @@ impl ServerError {
     }
 }
 
+/// A registered handler: what it handles and where its events go.
+struct Slot {
+    handler: Box<dyn HookHandler>,
+    kinds: Vec<u16>,
+    /// The registering backend's own sender, once it runs; until then events go to the serving backend's.
+    events: Option<EventSender>,
+}
+
+/// The handler table: message kind -> handler, shared by every backend registered on one server.
+#[derive(Default)]
+pub struct Routes {
+    slots: Vec<Option<Slot>>,
+    by_kind: HashMap<u16, usize>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes").field("kinds", &self.by_kind.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Routes {
+    /// Adds `handler` for `kinds`; `Err(kind)` when one of them already has a handler (nothing is changed then).
+    pub(crate) fn add(&mut self, kinds: &[MessageKind], handler: Box<dyn HookHandler>) -> Result<usize, MessageKind> {
+        if let Some(taken) = kinds.iter().find(|k| self.by_kind.contains_key(&k.0)) {
+            return Err(*taken);
+        }
+        let id = self.slots.len();
+        for k in kinds {
+            self.by_kind.insert(k.0, id);
+        }
+        self.slots.push(Some(Slot { handler, kinds: kinds.iter().map(|k| k.0).collect(), events: None }));
+        Ok(id)
+    }
+
+    /// Removes handler `id` and its kinds.
+    pub(crate) fn remove(&mut self, id: usize) {
+        if let Some(slot) = self.slots.get_mut(id).and_then(Option::take) {
+            for k in slot.kinds {
+                self.by_kind.remove(&k);
+            }
+        }
+    }
+
+    /// Sends handler `id`'s events to `events` from now on.
+    pub(crate) fn set_events(&mut self, id: usize, events: EventSender) {
+        if let Some(Some(slot)) = self.slots.get_mut(id) {
+            slot.events = Some(events);
+        }
+    }
+
+    /// The answer to a hello: every handler's wishes.
+    fn config(&self) -> u32 {
+        self.slots.iter().flatten().fold(0, |acc, s| acc | s.handler.config())
+    }
+
+    /// Hands `msg` to the handler of its kind; false when there is none.
+    fn dispatch(
+        &mut self,
+        peer: Peer,
+        header: &Header,
+        msg: &Message<'_>,
+        reply: &mut Reply<'_>,
+        fallback: &EventSender,
+    ) -> bool {
+        let Some(id) = self.by_kind.get(&header.kind.0).copied() else { return false };
+        let Some(Some(slot)) = self.slots.get_mut(id) else { return false };
+        let events = slot.events.as_ref().unwrap_or(fallback);
+        slot.handler.handle(peer, header, msg, reply, events);
+        true
+    }
+
+    fn session_opened(&mut self, peer: Peer) {
+        for slot in self.slots.iter_mut().flatten() {
+            slot.handler.session_opened(peer);
+        }
+    }
+
+    fn session_closed(&mut self, session: u64) {
+        for slot in self.slots.iter_mut().flatten() {
+            slot.handler.session_closed(session);
+        }
+    }
+}
+
+/// Locks the routes, surviving a handler that panicked while holding them (the table itself stays consistent:
+/// it is only changed by `add`/`remove`, which do not call out).
+pub(crate) fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
+    routes.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The listening socket and the handlers by message kind.
 pub struct PreloadServer {
     listener: OwnedFd,
     path: PathBuf,
     /// (dev, ino) of the socket file we bound, so we only ever remove our own.
     inode: (u64, u64),
-    handlers: HashMap<u16, Box<dyn HookHandler>>,
+    routes: Arc<Mutex<Routes>>,
 }
 
 impl std::fmt::Debug for PreloadServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreloadServer").field("path", &self.path).field("kinds", &self.handlers.keys()).finish()
+        f.debug_struct("PreloadServer").field("path", &self.path).field("routes", &*lock(&self.routes)).finish()
     }
 }
 
-/// A connection waiting for its request.
-struct Pending {
+/// An accepted connection.
+struct Conn {
     fd: OwnedFd,
     peer: Peer,
     since: Instant,
+    /// Said hello: long-lived, no deadline.
+    session: bool,
+}
+
+/// What the serve loop keeps between wake-ups.
+struct ServeState {
+    epoll: Epoll,
+    conns: HashMap<u64, Conn>,
+    /// One-shot connections (and sessions before their hello) in accept order, for the deadline sweep.
+    waiting: VecDeque<(Instant, u64)>,
+    next_token: u64,
+    sessions: usize,
+    buf: Vec<u8>,
+    own_pid: u32,
+    /// One-way reports and messages that wanted an answer, handled since the last wait.
+    reports: usize,
+    answered: usize,
 }
 
 impl PreloadServer {
     /// Binds the hook socket at `path`: creates its directory (mode 0755) if missing, replaces a stale socket
     /// left by a dead agent, refuses when a live agent answers there, and makes the socket mode 0666 so
-    /// unprivileged processes can report.
+    /// unprivileged processes can report. Also turns off the hook in the agent itself, should it be loaded there
+    /// (system-wide install), and raises the soft descriptor limit for sessions (to the hard limit, at most 65,536).
     pub fn bind(path: &Path) -> Result<Self, ServerError> {
         let addr = UnixAddr::new(path).map_err(|_| ServerError::PathTooLong { path: path.to_owned() })?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
@@ -180,7 +343,14 @@ impl PreloadServer {
         let backlog = Backlog::new(1024).unwrap_or(Backlog::MAXCONN);
         listen(&listener, backlog).map_err(|e| ServerError::io("listen on", path, e))?;
         let md = fs::symlink_metadata(path).map_err(|e| ServerError::io("stat", path, e))?;
-        Ok(PreloadServer { listener, path: path.to_owned(), inode: (md.dev(), md.ino()), handlers: HashMap::new() })
+        super::bypass_own_hook();
+        raise_fd_limit();
+        Ok(PreloadServer {
+            listener,
+            path: path.to_owned(),
+            inode: (md.dev(), md.ino()),
+            routes: Arc::new(Mutex::new(Routes::default())),
+        })
     }
 
     /// The socket path.
@@ -189,53 +359,86 @@ impl PreloadServer {
     }
 
     /// Routes messages of `kind` to `handler` (replacing an earlier one). Kinds without a handler are answered
-    /// with allow.
+    /// with allow when the hook waits for a verdict.
     pub fn register(&mut self, kind: MessageKind, handler: Box<dyn HookHandler>) {
-        self.handlers.insert(kind.0, handler);
+        let mut routes = lock(&self.routes);
+        if let Some(old) = routes.by_kind.get(&kind.0).copied() {
+            routes.remove(old);
+        }
+        // Cannot fail: the kind was just freed.
+        let _ = routes.add(&[kind], handler);
     }
 
-    /// Serves until `shutdown` fires. Never returns early: errors on one connection close that connection.
-    pub fn serve(&mut self, events: &EventSender, shutdown: &Shutdown) {
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    /// The handler table, for backends that share this server.
+    pub(crate) fn routes(&self) -> &Arc<Mutex<Routes>> {
+        &self.routes
+    }
+
+    /// Serves until `shutdown` fires; `events` takes the malformed counts and the events of handlers that have
+    /// no sender of their own. Errors on one connection close that connection; only a failure to set up the
+    /// poll set ends it early.
+    pub fn serve(&mut self, events: &EventSender, shutdown: &Shutdown) -> Result<(), ServerError> {
+        let epoll =
+            Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| ServerError::io("epoll for", &self.path, e))?;
+        epoll
+            .add(self.listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
+            .map_err(|e| ServerError::io("epoll add", &self.path, e))?;
+        let mut st = ServeState {
+            epoll,
+            conns: HashMap::new(),
+            waiting: VecDeque::new(),
+            next_token: LISTENER + 1,
+            sessions: 0,
+            buf: vec![0u8; MAX_MESSAGE + 1],
+            own_pid: std::process::id(),
+            reports: 0,
+            answered: 0,
+        };
+        let mut ready = vec![EpollEvent::empty(); 256];
+        let timeout = PollTimeout::try_from(TICK).unwrap_or(PollTimeout::MAX);
         while !shutdown.is_triggered() {
-            let ready = {
-                let mut fds = Vec::with_capacity(pending.len() + 1);
-                fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
-                fds.extend(pending.iter().map(|p| PollFd::new(p.fd.as_fd(), PollFlags::POLLIN)));
-                let timeout = PollTimeout::try_from(TICK).unwrap_or(PollTimeout::MAX);
-                match poll(&mut fds, timeout) {
-                    Ok(_) => fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect::<Vec<_>>(),
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "poll on the hook socket failed");
-                        std::thread::sleep(TICK);
-                        continue;
-                    }
-                }
-            };
-            // Connections first (their indexes shift once new ones are pushed).
-            let mut keep = Vec::with_capacity(pending.len());
-            for (conn, is_ready) in pending.drain(..).zip(ready.iter().skip(1)) {
-                if *is_ready && self.read_request(&conn, &mut buf, events) {
+            let n = match st.epoll.wait(&mut ready, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "epoll_wait on the hook socket failed");
+                    std::thread::sleep(TICK);
                     continue;
                 }
-                if conn.since.elapsed() < REQUEST_DEADLINE {
-                    keep.push(conn);
-                } else {
-                    tracing::debug!(pid = conn.peer.pid, "hook connection sent nothing; closed");
+            };
+            for ev in ready.iter().take(n) {
+                match ev.data() {
+                    LISTENER => self.accept_all(&mut st, events),
+                    token => {
+                        self.service(&mut st, token, events);
+                    }
                 }
             }
-            pending = keep;
-            if ready.first().copied().unwrap_or(false) {
-                self.accept_all(&mut pending, &mut buf, events);
+            st.sweep();
+            if st.reports > 0 && st.reports < COALESCE_UNDER && st.answered == 0 {
+                std::thread::sleep(COALESCE);
             }
+            st.reports = 0;
+            st.answered = 0;
         }
+        // Reports already sent are in the sockets' queues: read them (the processes may be gone, their reports are
+        // not), then end the sessions so per-session state is dropped.
+        // Bounded: a process still in a storm must not hold up the shutdown.
+        let drain_until = Instant::now() + DRAIN;
+        self.accept_all(&mut st, events);
+        let tokens: Vec<u64> = st.conns.keys().copied().collect();
+        for token in tokens {
+            while st.conns.contains_key(&token)
+                && Instant::now() < drain_until
+                && self.service(&mut st, token, events) == BATCH
+            {}
+            self.close(&mut st, token);
+        }
+        Ok(())
     }
 
-    /// Accepts every waiting connection. The hook sends its request right after connecting, so each is tried at
-    /// once; only those whose request has not arrived yet wait in `pending`.
-    fn accept_all(&mut self, pending: &mut Vec<Pending>, buf: &mut [u8], events: &EventSender) {
+    /// Accepts every waiting connection and reads what each has already sent.
+    fn accept_all(&mut self, st: &mut ServeState, events: &EventSender) {
         loop {
             let fd = match accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
                 // SAFETY: accept4 returned a new descriptor that nothing else owns.
@@ -247,50 +450,177 @@ impl PreloadServer {
                     return;
                 }
             };
-            if pending.len() >= MAX_PENDING {
+            if st.conns.len().saturating_sub(st.sessions) >= MAX_PENDING {
                 // Closing makes that hook go ahead at once instead of waiting for its timeout.
                 tracing::debug!("too many hook connections waiting; one closed unanswered");
                 continue;
             }
             let Ok(cred) = getsockopt(&fd, sockopt::PeerCredentials) else { continue };
-            let peer = Peer { pid: cred.pid().unsigned_abs(), uid: cred.uid(), gid: cred.gid() };
-            let conn = Pending { fd, peer, since: Instant::now() };
-            if !self.read_request(&conn, buf, events) {
-                pending.push(conn);
+            let token = st.next_token;
+            st.next_token = st.next_token.wrapping_add(1).max(LISTENER + 1);
+            if let Err(e) = st.epoll.add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)) {
+                tracing::warn!(error = %e, "epoll add for a hook connection failed; closed");
+                continue;
             }
+            let peer = Peer { pid: cred.pid().unsigned_abs(), uid: cred.uid(), gid: cred.gid(), session: 0 };
+            let now = Instant::now();
+            st.conns.insert(token, Conn { fd, peer, since: now, session: false });
+            st.waiting.push_back((now, token));
+            self.service(st, token, events);
         }
     }
 
-    /// Reads, decodes, dispatches and answers one request. Returns false when the request has not arrived yet
-    /// (keep waiting), true when the connection is finished (its owner drops it, which closes it).
-    fn read_request(&mut self, conn: &Pending, buf: &mut [u8], events: &EventSender) -> bool {
-        let n = match recv(conn.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => return true, // closed by the hook
-            Ok(n) => n,
-            Err(Errno::EAGAIN | Errno::EINTR) => return false,
-            Err(e) => {
-                tracing::debug!(pid = conn.peer.pid, error = %e, "reading a hook request failed");
-                return true;
+    /// Reads up to [`BATCH`] messages from connection `token` and handles them; closes it when it is done (a
+    /// one-shot answered, the peer gone, a malformed message). Returns how many messages were read.
+    fn service(&mut self, st: &mut ServeState, token: u64, events: &EventSender) -> usize {
+        let mut read = 0;
+        while read < BATCH {
+            let Some(conn) = st.conns.get(&token) else { break };
+            let n = match recv(conn.fd.as_raw_fd(), &mut st.buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => {
+                    self.close(st, token);
+                    break;
+                }
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::debug!(pid = conn.peer.pid, error = %e, "reading from a hook failed");
+                    self.close(st, token);
+                    break;
+                }
+            };
+            read += 1;
+            if let Next::Close = self.handle_one(st, token, n, events) {
+                self.close(st, token);
+                break;
             }
-        };
-        let Some(bytes) = buf.get(..n) else { return true };
+        }
+        read
+    }
+
+    /// Decodes and handles one received message of `n` bytes.
+    fn handle_one(&mut self, st: &mut ServeState, token: u64, n: usize, events: &EventSender) -> Next {
+        let Some(conn) = st.conns.get_mut(&token) else { return Next::Close };
+        let Some(bytes) = st.buf.get(..n) else { return Next::Close };
         let (header, msg) = match decode(bytes) {
             Ok(decoded) => decoded,
             Err(e) => {
                 events.count_malformed();
                 tracing::debug!(pid = conn.peer.pid, error = %e, len = n, "malformed hook message");
-                return true;
+                return Next::Close;
             }
         };
-        let mut reply = Reply { fd: conn.fd.as_fd(), seq: header.seq, sent: false };
-        match self.handlers.get_mut(&header.kind.0) {
-            Some(handler) => handler.handle(conn.peer, &header, &msg, &mut reply, events),
-            None => tracing::trace!(kind = header.kind.0, "no handler for hook message kind; allowed"),
+        let wanted = match msg {
+            Message::Hello(_) => {
+                if conn.session {
+                    // A second hello on a session: answer again, harmless.
+                } else if st.sessions >= MAX_SESSIONS {
+                    events.count_lost_upstream(1);
+                    tracing::warn!(pid = conn.peer.pid, max = MAX_SESSIONS, "too many hook sessions; one refused");
+                    return Next::Close;
+                } else {
+                    conn.session = true;
+                    conn.peer.session = token;
+                    st.sessions += 1;
+                }
+                st.answered += 1;
+                let config = if conn.peer.pid == st.own_pid {
+                    0
+                } else {
+                    let mut routes = lock(&self.routes);
+                    routes.session_opened(conn.peer);
+                    routes.config()
+                };
+                send_config(conn.fd.as_fd(), header.seq, config);
+                return Next::More;
+            }
+            Message::Exec(_) => true,
+            Message::File(f) => f.wants_verdict,
+            // A kind from a newer hook: a one-shot connection waits for an answer, a session's may be a report.
+            Message::Unknown(_) => !conn.session,
+            Message::Verdict(_) | Message::Config(_) => {
+                events.count_malformed();
+                tracing::debug!(pid = conn.peer.pid, kind = header.kind.0, "agent-to-hook message from a hook");
+                return Next::Close;
+            }
+        };
+        if wanted {
+            st.answered += 1;
+        } else {
+            st.reports += 1;
         }
-        if !reply.sent {
+        let (peer, session) = (conn.peer, conn.session);
+        let mut reply = Reply { fd: conn.fd.as_fd(), seq: header.seq, sent: false, wanted };
+        if !lock(&self.routes).dispatch(peer, &header, &msg, &mut reply, events) {
+            tracing::trace!(kind = header.kind.0, "no handler for hook message kind; allowed");
+        }
+        if reply.wanted && !reply.sent {
             reply.send(Verdict::Allow);
         }
-        true
+        if session { Next::More } else { Next::Close }
+    }
+
+    /// Closes connection `token`; a session's end is told to the handlers.
+    fn close(&mut self, st: &mut ServeState, token: u64) {
+        let Some(conn) = st.conns.remove(&token) else { return };
+        let _ = st.epoll.delete(conn.fd.as_fd());
+        if conn.session {
+            st.sessions = st.sessions.saturating_sub(1);
+            lock(&self.routes).session_closed(token);
+        }
+    }
+}
+
+/// What to do with a connection after one message.
+enum Next {
+    More,
+    Close,
+}
+
+impl ServeState {
+    /// Closes one-shot connections (and sessions that never said hello) older than [`REQUEST_DEADLINE`].
+    fn sweep(&mut self) {
+        while let Some((since, token)) = self.waiting.front().copied() {
+            let alive = self.conns.get(&token).is_some_and(|c| !c.session && c.since == since);
+            if alive && since.elapsed() < REQUEST_DEADLINE {
+                return;
+            }
+            self.waiting.pop_front();
+            if alive && let Some(conn) = self.conns.remove(&token) {
+                tracing::debug!(pid = conn.peer.pid, "hook connection sent nothing; closed");
+                let _ = self.epoll.delete(conn.fd.as_fd());
+            }
+        }
+    }
+}
+
+/// Answers a hello.
+fn send_config(fd: BorrowedFd<'_>, seq: u32, flags: u32) {
+    let mut buf = [0u8; CONFIG_LEN];
+    let Ok(len) = encode_config(&mut buf, seq, Config { flags }) else { return };
+    let Some(bytes) = buf.get(..len) else { return };
+    if let Err(e) = send(fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
+        tracing::debug!(error = %e, "hook left before its config");
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one (at most 65,536), since every hooked process with a session
+/// holds one descriptor in the agent. A process-wide setting, done once when the server binds.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
+        return;
+    }
+    let want = lim.rlim_max.min(1 << 16);
+    if lim.rlim_cur >= want {
+        return;
+    }
+    let new = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max };
+    // SAFETY: setrlimit reads one valid rlimit; raising the soft limit up to the hard one needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const new) } == 0 {
+        tracing::debug!(from = lim.rlim_cur, to = want, "raised the descriptor limit for hook sessions");
     }
 }
 
@@ -343,7 +673,7 @@ mod tests {
     #[test]
     fn reply_sends_one_verdict_with_the_request_seq() {
         let (agent, hook) = pair();
-        let mut reply = Reply { fd: agent.as_fd(), seq: 77, sent: false };
+        let mut reply = Reply { fd: agent.as_fd(), seq: 77, sent: false, wanted: true };
         assert!(reply.send(Verdict::Deny { errno: 0 }));
         assert!(!reply.send(Verdict::Allow), "only the first verdict goes out");
         let mut buf = [0u8; 64];
@@ -354,10 +684,19 @@ mod tests {
     }
 
     #[test]
+    fn reports_get_no_reply() {
+        let (agent, hook) = pair();
+        let mut reply = Reply { fd: agent.as_fd(), seq: 1, sent: false, wanted: false };
+        assert!(!reply.send(Verdict::Deny { errno: 0 }));
+        let mut buf = [0u8; 64];
+        assert_eq!(recv(hook.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT), Err(Errno::EAGAIN));
+    }
+
+    #[test]
     fn reply_to_a_hook_that_left_reports_failure() {
         let (agent, hook) = pair();
         drop(hook);
-        let mut reply = Reply { fd: agent.as_fd(), seq: 1, sent: false };
+        let mut reply = Reply { fd: agent.as_fd(), seq: 1, sent: false, wanted: true };
         assert!(!reply.send(Verdict::Deny { errno: 0 }));
     }
 
@@ -365,5 +704,31 @@ mod tests {
     fn bind_refuses_paths_that_do_not_fit_a_socket_address() {
         let long = PathBuf::from(format!("/tmp/{}", "x".repeat(200)));
         assert!(matches!(PreloadServer::bind(&long), Err(ServerError::PathTooLong { .. })));
+    }
+
+    struct Counting(u32);
+    impl HookHandler for Counting {
+        fn handle(&mut self, _: Peer, _: &Header, _: &Message<'_>, _: &mut Reply<'_>, _: &EventSender) {}
+        fn config(&self) -> u32 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn routes_refuse_a_taken_kind_and_merge_configs() {
+        let mut routes = Routes::default();
+        let a = routes.add(&[MessageKind::EXEC], Box::new(Counting(0))).expect("free");
+        let b =
+            routes.add(&[MessageKind::FILE_REQUEST, MessageKind::FILE_REPORT], Box::new(Counting(1))).expect("free");
+        assert_eq!(
+            routes.add(&[MessageKind::FILE_REPORT], Box::new(Counting(2))).err(),
+            Some(MessageKind::FILE_REPORT)
+        );
+        assert_eq!(routes.config(), 1);
+        routes.remove(b);
+        assert_eq!(routes.config(), 0);
+        assert!(routes.add(&[MessageKind::FILE_REPORT], Box::new(Counting(2))).is_ok(), "freed by remove");
+        routes.remove(a);
+        assert!(!routes.by_kind.contains_key(&MessageKind::EXEC.0));
     }
 }

@@ -1,7 +1,8 @@
 //! Process domain, user mode through the LD_PRELOAD hook: exec events from inside each hooked process, and
 //! deny-at-exec (the hook fails the call with `EACCES` before the kernel runs anything).
 //!
-//! [`ProcessPreload`] binds the hook socket ([`crate::preload::PreloadServer`]) and handles exec requests: it
+//! [`ProcessPreload`] attaches to the hook socket ([`crate::preload::SharedSocket`], shared with the file backend)
+//! and handles exec requests: it
 //! builds an `exec` event, asks the [`Decider`] before the exec happens, replies allow or deny, then emits the
 //! event. Facts are taken from the most trustworthy place available:
 //! - pid from `SO_PEERCRED` (kernel); a claimed pid that is not the peer's (in any of its pid namespaces) is
@@ -46,7 +47,7 @@ use ringwatch_core::{
 };
 use ringwatch_hook_protocol::{ExecOp, ExecRequest, Header, Message, MessageKind, Verdict};
 
-use crate::preload::{HookHandler, Peer, PreloadServer, Reply, ServerError, hook_library_path, is_installed};
+use crate::preload::{self, HookHandler, Peer, Reply, ServerError, SharedSocket};
 
 const NAME: &str = "process/preload";
 
@@ -56,50 +57,36 @@ const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /// The kernel keeps this many bytes of a task name (TASK_COMM_LEN - 1).
 const COMM_LEN: usize = 15;
 
-/// The preload exec backend: a bound hook socket with the exec handler registered.
+/// The preload exec backend: the exec handler registered on the (shared) hook socket.
 #[derive(Debug)]
 pub struct ProcessPreload {
-    server: PreloadServer,
+    socket: SharedSocket,
 }
 
 impl ProcessPreload {
     /// Available when the hook library is found (its path is the detail); processes still need it injected with
     /// `LD_PRELOAD` or `ringwatch hook install`.
     pub fn probe() -> Probe {
-        match hook_library_path() {
-            Some(lib) => {
-                let how = if is_installed(&lib, Path::new("/etc/ld.so.preload")) {
-                    "installed system-wide in /etc/ld.so.preload"
-                } else {
-                    "inject with LD_PRELOAD or `ringwatch hook install`"
-                };
-                Probe::ok(Domain::Process, Mode::User, SourceKind::Preload, format!("{} ({how})", lib.display()))
-            }
-            None => Probe::unavailable(
-                Domain::Process,
-                Mode::User,
-                SourceKind::Preload,
-                "libringwatch_hook.so not found next to the executable (build it: cargo build -p ringwatch-hook)",
-            ),
-        }
+        preload::probe(Domain::Process)
     }
 
-    /// Binds the hook socket at `socket` (see [`PreloadServer::bind`]) and registers the exec handler, which
-    /// asks `decider` before every exec.
+    /// Registers the exec handler, which asks `decider` before every exec, on the hook socket at `socket`
+    /// (binding it unless another preload backend of this agent already did; see
+    /// [`crate::preload::PreloadServer::bind`]).
     pub fn start(socket: &Path, decider: Arc<dyn Decider>) -> Result<Self, SourceError> {
         // A live agent on the socket (ServerError::AlreadyRunning) is a run-time failure, not a missing capability.
-        let mut server = PreloadServer::bind(socket).map_err(|e: ServerError| match e {
-            e if e.is_permission() => SourceError::MissingPrivilege { backend: NAME, what: e.to_string() },
-            e => SourceError::Failed { backend: NAME, step: "bind hook socket".into(), message: e.to_string() },
-        })?;
-        server.register(MessageKind::EXEC, Box::new(ExecHandler { decider }));
+        let socket_share = SharedSocket::attach(socket, &[MessageKind::EXEC], Box::new(ExecHandler { decider }))
+            .map_err(|e: ServerError| match e {
+                e if e.is_permission() => SourceError::MissingPrivilege { backend: NAME, what: e.to_string() },
+                e => SourceError::Failed { backend: NAME, step: "bind hook socket".into(), message: e.to_string() },
+            })?;
         tracing::info!(domain = "process", mode = "user", source = "preload", socket = %socket.display(), "listening");
-        Ok(ProcessPreload { server })
+        Ok(ProcessPreload { socket: socket_share })
     }
 
     /// The bound socket's path.
     pub fn socket_path(&self) -> &Path {
-        self.server.path()
+        self.socket.path()
     }
 }
 
@@ -112,10 +99,11 @@ impl Source for ProcessPreload {
     fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let span = tracing::info_span!("source", domain = "process", mode = "user", source = "preload");
         let _enter = span.enter();
-        let mut server = self.server;
-        server.serve(&ctx.events, &ctx.shutdown);
-        drop(server);
-        Ok(())
+        self.socket.serve(&ctx).map_err(|e| SourceError::Failed {
+            backend: NAME,
+            step: "serve hook socket".into(),
+            message: e.to_string(),
+        })
     }
 }
 

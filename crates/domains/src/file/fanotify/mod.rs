@@ -12,6 +12,11 @@
 //! Reporting handles instead of descriptors matters for cost and safety: the kernel opens no file per event, the
 //! agent can never hold a watched file open, and no event needs a `close`.
 //!
+//! When the policy has file rules that need a verdict before the act (`deny` on open/exec, `sha256` checks,
+//! `exec_trust`), a second, descriptor-based group of class `FAN_CLASS_CONTENT` runs beside it ([`perm`], with
+//! [`hash`] for exec-time SHA-256 checks): see [`FileFanotify::start_with_permissions`]. It is started first and
+//! answers from its own thread right away, so nothing the agent opens while it starts waits on it.
+//!
 //! # What it cannot see or tell
 //!
 //! - **Failed opens and open flags.** fanotify reports an open once it succeeded and says nothing of `O_TRUNC`,
@@ -32,9 +37,11 @@
 //!   dropped and reported in one `sensor`/`drop` summary per pid per second with the exact count.
 
 pub mod fid;
+pub mod hash;
 pub mod marks;
 pub mod noise;
 pub mod notify;
+pub mod perm;
 pub mod reader;
 pub mod resolve;
 
@@ -47,11 +54,13 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use ringwatch_core::{Domain, Mode, Probe, Source, SourceContext, SourceError, SourceKind};
+use ringwatch_core::compiled::FilePermissionPlan;
+use ringwatch_core::{Decider, Domain, Mode, Probe, Source, SourceContext, SourceError, SourceKind};
 
 use self::marks::{Candidate, Skipped};
 use self::noise::{Exclusions, RateLimiter};
 use self::notify::NotifyGroup;
+use self::perm::{PermStats, PermissionGroup};
 use self::reader::Reader;
 use self::resolve::{MarkedFs, Resolver};
 
@@ -123,6 +132,8 @@ pub struct FileFanotify {
     /// `/proc/self/mountinfo`, opened before the first scan: the kernel flags it with POLLPRI when the mount table
     /// changes after the open, so no mount between the scan and `run` goes unnoticed.
     mountinfo: Option<File>,
+    /// The permission group, when the policy needs verdicts ([`FileFanotify::start_with_permissions`]).
+    permission: Option<PermissionGroup>,
 }
 
 /// The marks placed on a group, and what was skipped.
@@ -155,18 +166,60 @@ impl FileFanotify {
         let shown: Vec<String> =
             marked.filesystems.iter().take(4).map(|f| format!("{} {}", f.fstype, f.mount_point.display())).collect();
         let more = if marked.filesystems.len() > shown.len() { ", ..." } else { "" };
+        let permission = match PermissionGroup::probe() {
+            Ok(what) => format!("permission events: {what}"),
+            Err(why) => format!("permission events unavailable: {why}"),
+        };
         Probe::ok(
             Domain::File,
             Mode::Kernel,
             SourceKind::Fanotify,
             format!(
-                "fanotify FID+DFID_NAME, {}, {} filesystems marked ({}{more}); skipped: {}",
+                "fanotify FID+DFID_NAME, {}, {} filesystems marked ({}{more}); skipped: {}; {permission}",
                 group.renames.describe(),
                 marked.filesystems.len(),
                 shown.join(", "),
                 marks::skipped_summary(&marked.skipped)
             ),
         )
+    }
+
+    /// Whether permission events (synchronous deny, exec-time hash checks) work here; the error says why not.
+    pub fn probe_permissions() -> Result<String, String> {
+        if !crate::probe::is_root() {
+            return Err("needs root (CAP_SYS_ADMIN for fanotify permission events)".into());
+        }
+        PermissionGroup::probe()
+    }
+
+    /// Like [`FileFanotify::start`], plus the permission group when `plan` is not empty: it is created and marked
+    /// first and answers at once from its own thread (asking `decider`), so a failure of the monitor afterwards
+    /// drops it again (everything pending allowed). A plan the kernel cannot serve is an error
+    /// ([`SourceError::Unsupported`] when permission events are missing): a policy that says `deny` must not run
+    /// silently unenforced; `best` mode then falls back to user mode.
+    pub fn start_with_permissions(
+        cfg: &FileFanotifyConfig,
+        plan: &FilePermissionPlan,
+        decider: std::sync::Arc<dyn Decider>,
+    ) -> Result<Self, SourceError> {
+        if plan.is_empty() {
+            return FileFanotify::start(cfg);
+        }
+        if !crate::probe::is_root() {
+            return Err(SourceError::MissingPrivilege {
+                backend: NAME,
+                what: "root (CAP_SYS_ADMIN) for fanotify permission events".into(),
+            });
+        }
+        let permission = PermissionGroup::start(plan, decider)?;
+        let mut me = FileFanotify::start(cfg)?;
+        me.permission = Some(permission);
+        Ok(me)
+    }
+
+    /// The permission group's counters (verdicts, timeouts, hash cache hits), when it runs.
+    pub fn permission_stats(&self) -> Option<std::sync::Arc<PermStats>> {
+        self.permission.as_ref().map(PermissionGroup::stats)
     }
 
     /// Creates the group, marks every eligible filesystem, places ignore marks on the agent's own paths and compiles
@@ -212,6 +265,7 @@ impl FileFanotify {
             pending_ignores,
             seen_devs: marked.seen_devs,
             mountinfo,
+            permission: None,
         };
         tracing::info!(
             backend = NAME,
@@ -400,7 +454,11 @@ impl Source for FileFanotify {
             mut pending_ignores,
             mut seen_devs,
             mountinfo,
+            permission,
         } = *self;
+        if let Some(p) = &permission {
+            p.connect(ctx.events.clone());
+        }
         let limiter = RateLimiter::new(max_events_per_pid);
         let mut reader = Reader::new(&ctx.events, resolver, exclusions, limiter, group.renames);
         let mut buf = vec![0u8; READ_BUF_BYTES];
@@ -435,6 +493,10 @@ impl Source for FileFanotify {
             && let Err(e) = drain(&group, &mut reader, &mut buf, MAX_READS_PER_WAKE)
         {
             tracing::warn!(backend = NAME, error = %e, "final drain failed");
+        }
+        // Verdicts stop before the monitor's last words: everything pending is allowed, the group closes.
+        if let Some(p) = permission {
+            p.stop();
         }
         reader.finish(Instant::now());
         let s = reader.stats;
