@@ -29,11 +29,39 @@ use crate::real::{
     Renameat2Fn, RenameatFn, TruncateFn, real_fn,
 };
 use crate::report::set_errno;
+use crate::sandbox::{self, OpenIntent, Remove, Route, Shadow};
 
 /// The failure value of `R` with errno `ENOSYS`: the real function does not exist.
 fn enosys<R: CallResult>() -> R {
     set_errno(libc::ENOSYS);
     R::denied()
+}
+
+/// Runs `call` on the caller's path, or, in a user-mode sandbox, on the shadow path the sandbox picks for it
+/// (copying the file up first when `intent` writes); a path the sandbox cannot redirect fails with its errno.
+///
+/// # Safety
+///
+/// `path` is null or NUL-terminated.
+unsafe fn routed<R: CallResult>(
+    dirfd: c_int,
+    path: *const c_char,
+    intent: OpenIntent,
+    call: impl FnOnce(*const c_char) -> R,
+) -> R {
+    if !sandbox::enabled() {
+        return call(path);
+    }
+    let mut shadow = Shadow::new();
+    // SAFETY: forwarded caller contract.
+    match unsafe { sandbox::route(&mut shadow, dirfd, path, intent) } {
+        Route::Original => call(path),
+        Route::Shadow => call(shadow.ptr()),
+        Route::Fail(errno) => {
+            set_errno(errno);
+            R::denied()
+        }
+    }
 }
 
 /// The raw `openat` system call, for a libc whose open functions dlsym cannot find.
@@ -60,14 +88,16 @@ fn open_mode(flags: c_int, mode: c_uint) -> c_uint {
 unsafe fn open_path(op: FileOp, slot: &RealFn, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
     let mode = open_mode(flags, mode);
     let call = FileCall::open(op, libc::AT_FDCWD, path, flags, mode);
-    let real = || match real_fn!(slot, real::OpenFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
+    let open = |path: *const c_char| match real_fn!(slot, real::OpenFn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's), passed to the real function.
         Some(f) => unsafe { f(path, flags, mode) },
         None => {
-            // SAFETY: unchanged caller arguments, to the raw system call.
+            // SAFETY: as above, to the raw system call.
             unsafe { sys_openat(libc::AT_FDCWD, path, flags, mode) }
         }
     };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    let real = || unsafe { routed(libc::AT_FDCWD, path, OpenIntent::from_flags(flags), open) };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
 }
@@ -80,14 +110,17 @@ unsafe fn open_path(op: FileOp, slot: &RealFn, path: *const c_char, flags: c_int
 unsafe fn open_at(op: FileOp, slot: &RealFn, dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
     let mode = open_mode(flags, mode);
     let call = FileCall::open(op, dirfd, path, flags, mode);
-    let real = || match real_fn!(slot, real::OpenatFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
+    // A shadow path is absolute, so `dirfd` does not matter for it.
+    let open = |path: *const c_char| match real_fn!(slot, real::OpenatFn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's), passed to the real function.
         Some(f) => unsafe { f(dirfd, path, flags, mode) },
         None => {
-            // SAFETY: unchanged caller arguments, to the raw system call.
+            // SAFETY: as above, to the raw system call.
             unsafe { sys_openat(dirfd, path, flags, mode) }
         }
     };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    let real = || unsafe { routed(dirfd, path, OpenIntent::from_flags(flags), open) };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
 }
@@ -155,11 +188,13 @@ mod variadic {
 /// As for glibc's `__open_2`.
 unsafe fn open_fortified(op: FileOp, slot: &RealFn, path: *const c_char, flags: c_int) -> c_int {
     let call = FileCall::open(op, libc::AT_FDCWD, path, flags, 0);
-    let real = || match real_fn!(slot, Open2Fn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
+    let open = |path: *const c_char| match real_fn!(slot, Open2Fn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's), passed to the real function.
         Some(f) => unsafe { f(path, flags) },
         None => enosys(),
     };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    let real = || unsafe { routed(libc::AT_FDCWD, path, OpenIntent::from_flags(flags), open) };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
 }
@@ -193,11 +228,13 @@ pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int 
 /// As for glibc's `__openat_2`.
 unsafe fn openat_fortified(op: FileOp, slot: &RealFn, dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
     let call = FileCall::open(op, dirfd, path, flags, 0);
-    let real = || match real_fn!(slot, DirfdPathIntFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
+    let open = |path: *const c_char| match real_fn!(slot, DirfdPathIntFn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's), passed to the real function.
         Some(f) => unsafe { f(dirfd, path, flags) },
         None => enosys(),
     };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    let real = || unsafe { routed(dirfd, path, OpenIntent::from_flags(flags), open) };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
 }
@@ -231,14 +268,17 @@ pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: 
 /// As for creat(2).
 unsafe fn creat_common(op: FileOp, slot: &RealFn, path: *const c_char, mode: libc::mode_t) -> c_int {
     let call = FileCall::open(op, libc::AT_FDCWD, path, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, mode);
-    let real = || match real_fn!(slot, PathModeFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
+    let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+    let open = |path: *const c_char| match real_fn!(slot, PathModeFn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's), passed to the real function.
         Some(f) => unsafe { f(path, mode) },
         None => {
-            // SAFETY: unchanged caller arguments, to the raw system call.
-            unsafe { sys_openat(libc::AT_FDCWD, path, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, mode) }
+            // SAFETY: as above, to the raw system call.
+            unsafe { sys_openat(libc::AT_FDCWD, path, flags, mode) }
         }
     };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    let real = || unsafe { routed(libc::AT_FDCWD, path, OpenIntent::from_flags(flags), open) };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
 }
@@ -272,13 +312,15 @@ pub unsafe extern "C" fn creat64(path: *const c_char, mode: libc::mode_t) -> c_i
 ///
 /// As for fopen(3).
 unsafe fn fopen_common(op: FileOp, slot: &RealFn, path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    let real = || match real_fn!(slot, FopenFn) {
-        // SAFETY: unchanged caller arguments.
+    let open = |path: *const c_char| match real_fn!(slot, FopenFn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's).
         Some(f) => unsafe { f(path, mode) },
         None => enosys(),
     };
     // SAFETY: `mode` is the caller's NUL-terminated string (or null).
-    let Some(flags) = (unsafe { fopen_flags(mode) }) else { return real() };
+    let Some(flags) = (unsafe { fopen_flags(mode) }) else { return open(path) };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    let real = || unsafe { routed(libc::AT_FDCWD, path, OpenIntent::from_flags(flags), open) };
     let call = FileCall::open(op, libc::AT_FDCWD, path, flags, 0o666);
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
@@ -311,11 +353,17 @@ pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *m
 /// # Safety
 ///
 /// `path` is null or NUL-terminated.
-unsafe fn path_only(call: FileCall, slot: &RealFn, path: *const c_char) -> c_int {
-    let real = || match real_fn!(slot, PathFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
-        Some(f) => unsafe { f(path) },
-        None => enosys(),
+unsafe fn path_only(call: FileCall, slot: &RealFn, path: *const c_char, kind: Remove) -> c_int {
+    let real = || {
+        // SAFETY: `path` is the caller's NUL-terminated string.
+        if let Some(rc) = unsafe { sandbox::remove(libc::AT_FDCWD, path, kind) } {
+            return rc;
+        }
+        match real_fn!(slot, PathFn) {
+            // SAFETY: unchanged caller arguments, passed to the real function.
+            Some(f) => unsafe { f(path) },
+            None => enosys(),
+        }
     };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
@@ -329,7 +377,7 @@ unsafe fn path_only(call: FileCall, slot: &RealFn, path: *const c_char) -> c_int
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
     // SAFETY: the caller's arguments.
-    unsafe { path_only(FileCall::path(FileOp::Unlink, path), &real::UNLINK, path) }
+    unsafe { path_only(FileCall::path(FileOp::Unlink, path), &real::UNLINK, path, Remove::File) }
 }
 
 /// Hooked `rmdir(2)`.
@@ -341,7 +389,7 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
 pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
     let call = FileCall::path(FileOp::Rmdir, path).with_flags(FILE_FLAG_DIRECTORY);
     // SAFETY: the caller's arguments.
-    unsafe { path_only(call, &real::RMDIR, path) }
+    unsafe { path_only(call, &real::RMDIR, path, Remove::Dir) }
 }
 
 /// Hooked `remove(3)` (a file or an empty directory).
@@ -352,7 +400,7 @@ pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
     // SAFETY: the caller's arguments.
-    unsafe { path_only(FileCall::path(FileOp::Remove, path), &real::REMOVE, path) }
+    unsafe { path_only(FileCall::path(FileOp::Remove, path), &real::REMOVE, path, Remove::Any) }
 }
 
 /// Hooked `unlinkat(2)`; `AT_REMOVEDIR` marks a directory.
@@ -364,10 +412,17 @@ pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
 pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
     let dir = if flags & libc::AT_REMOVEDIR != 0 { FILE_FLAG_DIRECTORY } else { 0 };
     let call = FileCall::at(FileOp::Unlinkat, dirfd, path).with_call_flags(flags).with_flags(dir);
-    let real = || match real_fn!(real::UNLINKAT, DirfdPathIntFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
-        Some(f) => unsafe { f(dirfd, path, flags) },
-        None => enosys(),
+    let kind = if flags & libc::AT_REMOVEDIR != 0 { Remove::Dir } else { Remove::File };
+    let real = || {
+        // SAFETY: `path` is the caller's NUL-terminated string.
+        if let Some(rc) = unsafe { sandbox::remove(dirfd, path, kind) } {
+            return rc;
+        }
+        match real_fn!(real::UNLINKAT, DirfdPathIntFn) {
+            // SAFETY: unchanged caller arguments, passed to the real function.
+            Some(f) => unsafe { f(dirfd, path, flags) },
+            None => enosys(),
+        }
     };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
@@ -381,10 +436,16 @@ pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_in
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rename(old: *const c_char, new: *const c_char) -> c_int {
     let call = FileCall::path(FileOp::Rename, old).renaming_to(libc::AT_FDCWD, new);
-    let real = || match real_fn!(real::RENAME, RenameFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
-        Some(f) => unsafe { f(old, new) },
-        None => enosys(),
+    let real = || {
+        // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
+        if let Some(rc) = unsafe { sandbox::rename(libc::AT_FDCWD, old, libc::AT_FDCWD, new, 0) } {
+            return rc;
+        }
+        match real_fn!(real::RENAME, RenameFn) {
+            // SAFETY: unchanged caller arguments, passed to the real function.
+            Some(f) => unsafe { f(old, new) },
+            None => enosys(),
+        }
     };
     // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
     unsafe { run(&call, real) }
@@ -398,10 +459,16 @@ pub unsafe extern "C" fn rename(old: *const c_char, new: *const c_char) -> c_int
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int {
     let call = FileCall::at(FileOp::Renameat, olddirfd, old).renaming_to(newdirfd, new);
-    let real = || match real_fn!(real::RENAMEAT, RenameatFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
-        Some(f) => unsafe { f(olddirfd, old, newdirfd, new) },
-        None => enosys(),
+    let real = || {
+        // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
+        if let Some(rc) = unsafe { sandbox::rename(olddirfd, old, newdirfd, new, 0) } {
+            return rc;
+        }
+        match real_fn!(real::RENAMEAT, RenameatFn) {
+            // SAFETY: unchanged caller arguments, passed to the real function.
+            Some(f) => unsafe { f(olddirfd, old, newdirfd, new) },
+            None => enosys(),
+        }
     };
     // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
     unsafe { run(&call, real) }
@@ -422,10 +489,16 @@ pub unsafe extern "C" fn renameat2(
 ) -> c_int {
     let call =
         FileCall::at(FileOp::Renameat2, olddirfd, old).renaming_to(newdirfd, new).with_call_flags(flags as c_int);
-    let real = || match real_fn!(real::RENAMEAT2, Renameat2Fn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
-        Some(f) => unsafe { f(olddirfd, old, newdirfd, new, flags) },
-        None => enosys(),
+    let real = || {
+        // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
+        if let Some(rc) = unsafe { sandbox::rename(olddirfd, old, newdirfd, new, flags) } {
+            return rc;
+        }
+        match real_fn!(real::RENAMEAT2, Renameat2Fn) {
+            // SAFETY: unchanged caller arguments, passed to the real function.
+            Some(f) => unsafe { f(olddirfd, old, newdirfd, new, flags) },
+            None => enosys(),
+        }
     };
     // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
     unsafe { run(&call, real) }
@@ -438,11 +511,13 @@ pub unsafe extern "C" fn renameat2(
 /// As for truncate(2).
 unsafe fn truncate_common(op: FileOp, slot: &RealFn, path: *const c_char, length: i64) -> c_int {
     let call = FileCall::path(op, path);
-    let real = || match real_fn!(slot, TruncateFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
+    let truncate = |path: *const c_char| match real_fn!(slot, TruncateFn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's), passed to the real function.
         Some(f) => unsafe { f(path, length) },
         None => enosys(),
     };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    let real = || unsafe { routed(libc::AT_FDCWD, path, OpenIntent::MODIFY, truncate) };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
 }
@@ -475,10 +550,22 @@ pub unsafe extern "C" fn truncate64(path: *const c_char, length: i64) -> c_int {
 ///
 /// `path` is null or NUL-terminated.
 unsafe fn path_mode(call: FileCall, slot: &RealFn, path: *const c_char, mode: libc::mode_t) -> c_int {
-    let real = || match real_fn!(slot, PathModeFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
+    let is_mkdir = call.op == FileOp::Mkdir;
+    let original = |path: *const c_char| match real_fn!(slot, PathModeFn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's), passed to the real function.
         Some(f) => unsafe { f(path, mode) },
         None => enosys(),
+    };
+    let real = || {
+        if is_mkdir {
+            // SAFETY: `path` is the caller's NUL-terminated string.
+            if let Some(rc) = unsafe { sandbox::mkdir(libc::AT_FDCWD, path, mode) } {
+                return rc;
+            }
+            return original(path);
+        }
+        // SAFETY: `path` is the caller's NUL-terminated string.
+        unsafe { routed(libc::AT_FDCWD, path, OpenIntent::MODIFY, original) }
     };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
@@ -516,10 +603,16 @@ pub unsafe extern "C" fn mkdir(path: *const c_char, mode: libc::mode_t) -> c_int
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mkdirat(dirfd: c_int, path: *const c_char, mode: libc::mode_t) -> c_int {
     let call = FileCall::at(FileOp::Mkdirat, dirfd, path).with_mode(mode).with_flags(FILE_FLAG_DIRECTORY);
-    let real = || match real_fn!(real::MKDIRAT, MkdiratFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
-        Some(f) => unsafe { f(dirfd, path, mode) },
-        None => enosys(),
+    let real = || {
+        // SAFETY: `path` is the caller's NUL-terminated string.
+        if let Some(rc) = unsafe { sandbox::mkdir(dirfd, path, mode) } {
+            return rc;
+        }
+        match real_fn!(real::MKDIRAT, MkdiratFn) {
+            // SAFETY: unchanged caller arguments, passed to the real function.
+            Some(f) => unsafe { f(dirfd, path, mode) },
+            None => enosys(),
+        }
     };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
@@ -550,11 +643,13 @@ pub unsafe extern "C" fn fchmod(fd: c_int, mode: libc::mode_t) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fchmodat(dirfd: c_int, path: *const c_char, mode: libc::mode_t, flags: c_int) -> c_int {
     let call = FileCall::at(FileOp::Fchmodat, dirfd, path).with_mode(mode).with_call_flags(flags);
-    let real = || match real_fn!(real::FCHMODAT, FchmodatFn) {
-        // SAFETY: unchanged caller arguments, passed to the real function.
+    let original = |path: *const c_char| match real_fn!(real::FCHMODAT, FchmodatFn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's), passed to the real function.
         Some(f) => unsafe { f(dirfd, path, mode, flags) },
         None => enosys(),
     };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    let real = || unsafe { routed(dirfd, path, OpenIntent::MODIFY, original) };
     // SAFETY: `path` is the caller's NUL-terminated string.
     unsafe { run(&call, real) }
 }

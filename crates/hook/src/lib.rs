@@ -64,6 +64,8 @@
 //! - `paths`: absolute paths from the cwd or a dirfd, without allocating.
 //! - `guard`: initialized/bypassed state and the per-thread recursion guard.
 //! - `report`: the one-shot socket round trip with timeouts, errno save/restore.
+//! - `sandbox`: `ringwatch sandbox --mode user`: redirects file calls under sandboxed directories into a shadow tree
+//!   (`RINGWATCH_SANDBOX_SHADOW`), copy-up, whiteouts, opaque directories.
 //! - `env`: allocation-free environment lookups and the timeout setting.
 //! - `real`: the real libc functions via `dlsym(RTLD_NEXT)`.
 //! - `execl.c`: the three C-variadic exec functions, which stable Rust cannot define.
@@ -87,6 +89,7 @@ mod guard;
 mod paths;
 mod real;
 mod report;
+mod sandbox;
 mod session;
 
 use core::ffi::{c_char, c_int};
@@ -102,6 +105,7 @@ use crate::report::{Outcome, set_errno};
 extern "C" fn on_load() {
     real::resolve_all();
     exec::remember_startup_env();
+    sandbox::init();
     guard::mark_initialized();
 }
 

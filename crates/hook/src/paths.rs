@@ -77,7 +77,7 @@ pub(crate) fn fd_target(fd: c_int, dst: &mut [u8]) -> usize {
 }
 
 /// Writes `n` in decimal at the start of `dst`, leaving at least one byte after it; returns the digit count.
-fn write_decimal(dst: &mut [u8], mut n: u32) -> Option<usize> {
+pub(crate) fn write_decimal(dst: &mut [u8], mut n: u32) -> Option<usize> {
     let mut tmp = [0u8; 10];
     let mut len = 0usize;
     loop {

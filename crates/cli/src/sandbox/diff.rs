@@ -195,7 +195,9 @@ impl Walker<'_> {
                 continue;
             }
             if upper.is_dir() {
-                let opaque = xattr(&upper_path, "trusted.overlay.opaque").is_some_and(|v| v == b"y");
+                let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"]
+                    .iter()
+                    .any(|name| xattr(&upper_path, name).is_some_and(|v| v == b"y"));
                 match &lower {
                     Some(l) if l.is_dir() && !opaque => {
                         let fields = attribute_changes(&upper, l, false);
@@ -271,11 +273,13 @@ fn attribute_changes(upper: &Metadata, lower: &Metadata, with_mtime: bool) -> Ve
 }
 
 /// An overlay whiteout: a 0:0 character device, or (overlayfs 6.7+, "xwhiteout") a regular file marked with
-/// `trusted.overlay.whiteout`.
+/// `trusted.overlay.whiteout`, or `user.overlay.whiteout` (what the user-mode hook writes where mknod is refused).
 fn is_whiteout(path: &Path, meta: &Metadata) -> bool {
     let t = meta.file_type();
     (t.is_char_device() && meta.rdev() == 0)
-        || (t.is_file() && meta.len() == 0 && xattr(path, "trusted.overlay.whiteout").is_some())
+        || (t.is_file()
+            && meta.len() == 0
+            && (xattr(path, "trusted.overlay.whiteout").is_some() || xattr(path, "user.overlay.whiteout").is_some()))
 }
 
 /// The value of an xattr of `path` itself (not following a symlink); `None` when absent or unreadable.

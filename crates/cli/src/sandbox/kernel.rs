@@ -91,7 +91,7 @@ pub fn run(req: &RunRequest<'_>) -> Result<u8> {
     sandbox.create()?;
     let lock = sandbox.lock()?;
     let previous = if sandbox.exists() { Some(sandbox.manifest()?) } else { None };
-    let prepared = prepare(&sandbox, previous.as_ref(), &given, req.fresh).and_then(|layers| {
+    let prepared = prepare(&sandbox, previous.as_ref(), &given, req.fresh, MODE).and_then(|layers| {
         warn_about_submounts(&layers.iter().map(|l| l.dir.clone()).collect::<Vec<_>>());
         enter_namespace(&layers)
     });
@@ -103,21 +103,31 @@ pub fn run(req: &RunRequest<'_>) -> Result<u8> {
         return Err(err);
     }
     tracing::debug!(sandbox = req.name, "sandbox mounted; starting the command");
-    let status = run_command(req.name, req.command, signals);
+    let status = run_command(req.name, req.command, &[], signals);
     drop(lock);
     status
 }
 
-/// Settles the directories (recorded + given), applies `--fresh`, writes the manifest and creates the layers.
-fn prepare(sandbox: &SandboxDir, previous: Option<&Manifest>, given: &[PathBuf], fresh: bool) -> Result<Vec<Layer>> {
-    let dirs = plan_dirs(previous, given, fresh)?;
+/// The manifest's name for this mode.
+const MODE: &str = "kernel";
+
+/// Settles the directories (recorded + given), applies `--fresh`, writes the manifest (with `mode`) and creates
+/// the layers.
+pub(super) fn prepare(
+    sandbox: &SandboxDir,
+    previous: Option<&Manifest>,
+    given: &[PathBuf],
+    fresh: bool,
+    mode: &str,
+) -> Result<Vec<Layer>> {
+    let dirs = plan_dirs(previous, given, fresh, mode)?;
     if fresh {
         sandbox.clear_layers()?;
     }
     sandbox.write_manifest(&Manifest {
         version: 1,
         name: sandbox.name.clone(),
-        mode: "kernel".to_owned(),
+        mode: mode.to_owned(),
         created_unix: previous.filter(|_| !fresh).map_or_else(state::now_unix, |m| m.created_unix),
         dirs,
     })?;
@@ -178,7 +188,7 @@ pub fn resolve_dirs(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Problems only known with the host's file systems: a `--dir` that holds or lies in the state dir, or that is on a
 /// pseudo file system overlayfs cannot use as a lower layer.
-fn check_dirs(dirs: &[PathBuf], root: &Path) -> Result<()> {
+pub(super) fn check_dirs(dirs: &[PathBuf], root: &Path) -> Result<()> {
     let mut errors = Vec::new();
     for dir in dirs {
         if root.starts_with(dir) || dir.starts_with(root) {
@@ -226,12 +236,13 @@ fn unusable_lower(fs: FsType) -> Option<&'static str> {
 }
 
 /// The directories of this run: the recorded ones plus the new ones (`--fresh` with `--dir`: only the new ones).
-fn plan_dirs(previous: Option<&Manifest>, given: &[PathBuf], fresh: bool) -> Result<Vec<PathBuf>> {
+fn plan_dirs(previous: Option<&Manifest>, given: &[PathBuf], fresh: bool, mode: &str) -> Result<Vec<PathBuf>> {
     let Some(previous) = previous else { return Ok(given.to_vec()) };
-    if previous.mode != "kernel" {
+    if previous.mode != mode {
         bail!(UsageError(format!(
-            "sandbox {} was made in {} mode; discard it or pick another --name",
-            previous.name, previous.mode
+            "sandbox {} was made in {} mode and cannot be entered in {mode} mode (its layer holds what {} mode \
+             wrote); re-enter it with --mode {}, discard it, or pick another --name",
+            previous.name, previous.mode, previous.mode, previous.mode
         )));
     }
     if fresh && !given.is_empty() {
@@ -451,7 +462,7 @@ struct Forward {
 
 /// The signals a running sandbox handles, registered before its lock is taken: one that arrives while the
 /// sandbox is being set up is queued and passed to CMD as soon as it runs (no thread is started before `unshare`).
-fn handle_signals() -> Result<Signals> {
+pub(super) fn handle_signals() -> Result<Signals> {
     Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
@@ -466,7 +477,12 @@ fn handle_signals() -> Result<Signals> {
 /// SIGINT and SIGQUIT only keep this process alive: from a terminal they reach CMD directly (same process group);
 /// forwarding them too would deliver them twice. Handlers (not SIG_IGN) are used so that CMD, after exec, starts
 /// with default dispositions.
-fn run_command(name: &str, command: &[OsString], mut signals: Signals) -> Result<u8> {
+pub(super) fn run_command(
+    name: &str,
+    command: &[OsString],
+    env: &[(&str, OsString)],
+    mut signals: Signals,
+) -> Result<u8> {
     let forward = Arc::new(Mutex::new(Forward::default()));
     let shared = Arc::clone(&forward);
     std::thread::Builder::new()
@@ -490,7 +506,12 @@ fn run_command(name: &str, command: &[OsString], mut signals: Signals) -> Result
         .context("starting the signal forwarder")?;
 
     let (program, args) = command.split_first().context("no command")?;
-    let mut child = match std::process::Command::new(program).args(args).env(ENV_SANDBOX, name).spawn() {
+    let spawned = std::process::Command::new(program)
+        .args(args)
+        .env(ENV_SANDBOX, name)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .spawn();
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             eprintln!("ringwatch: sandbox: cannot run {}: {e}", Path::new(program).display());
@@ -572,10 +593,13 @@ mod tests {
         std::fs::create_dir_all(&b).expect("mkdir");
         let m =
             Manifest { version: 1, name: "t".into(), mode: "kernel".into(), dirs: vec![a.clone()], created_unix: 0 };
-        assert_eq!(plan_dirs(Some(&m), &[], false).expect("plan"), vec![a.clone()]);
-        assert_eq!(plan_dirs(Some(&m), std::slice::from_ref(&b), false).expect("plan"), vec![a.clone(), b.clone()]);
-        assert_eq!(plan_dirs(Some(&m), std::slice::from_ref(&b), true).expect("plan"), vec![b.clone()]);
-        assert!(plan_dirs(Some(&m), &[a.join("x")], false).is_err(), "nested in a recorded dir");
+        assert_eq!(plan_dirs(Some(&m), &[], false, "kernel").expect("plan"), vec![a.clone()]);
+        assert_eq!(
+            plan_dirs(Some(&m), std::slice::from_ref(&b), false, "kernel").expect("plan"),
+            vec![a.clone(), b.clone()]
+        );
+        assert_eq!(plan_dirs(Some(&m), std::slice::from_ref(&b), true, "kernel").expect("plan"), vec![b.clone()]);
+        assert!(plan_dirs(Some(&m), &[a.join("x")], false, "kernel").is_err(), "nested in a recorded dir");
     }
 
     #[test]

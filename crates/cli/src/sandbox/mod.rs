@@ -4,15 +4,19 @@
 //! # Layout
 //! - [`kernel`]: `--mode kernel`, a private mount namespace with an overlayfs on each `--dir` (no bypass: every
 //!   process, static binaries and raw syscalls included, sees the overlay).
+//! - [`user`]: `--mode user`, the LD_PRELOAD hook rewrites written paths into a shadow tree in the same format
+//!   (cooperative: static binaries, raw syscalls and unhooked calls write through).
 //! - [`diff`]: reads the overlay upper layers (whiteouts, opaque directories, copies) into a sorted change list.
 //! - [`state`]: the state directory (`/var/lib/ringwatch/sandbox/NAME/...`), its manifest and its lock.
 //!
-//! `--mode user` (the LD_PRELOAD hook rewriting written paths into a shadow directory) is not built yet and exits 3;
-//! its design is in docs/architecture.md ("Sandbox (file virtualization)").
+//! Both modes keep a layer per directory in `STATE/NAME/<escaped dir>/upper` (whiteouts, opaque directories,
+//! copies), so `diff`, `list` and `discard` do not care which mode wrote it; the manifest records the mode and a
+//! sandbox is only re-entered in its own mode. See docs/architecture.md ("Sandbox (file virtualization)").
 
 mod diff;
 mod kernel;
 mod state;
+mod user;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -41,8 +45,15 @@ elsewhere are real. CMD sees RINGWATCH_SANDBOX=NAME. Re-entering uses the record
 ringwatch exits with CMD's status (128+signal if it was killed, 127 if CMD was not found); SIGTERM and SIGHUP are
 passed on to CMD.
 
-Exit codes: CMD's own, or 2 for bad input (no CMD, a --dir that is missing, nested, given twice or unusable), 3 when
-not root, without overlayfs, or for --mode user (not built yet).";
+How (user mode, --mode user): no namespace; CMD runs with LD_PRELOAD=libringwatch_hook.so, which copies a file into
+the same upper directory before CMD's first write to it and sends its later reads and writes there (open, creat,
+fopen, truncate, chmod, mkdir, rename, unlink, rmdir). Cooperative only: static binaries, raw syscalls, setuid
+programs and calls the hook does not interpose write to the real directory, and a listing of a --dir shows the
+real entries, not the sandbox's.
+
+Exit codes: CMD's own, or 2 for bad input (no CMD, a --dir that is missing, nested, given twice or unusable, a
+sandbox re-entered in the other mode), 3 when not root, without overlayfs (kernel mode), or without the hook
+library (user mode).";
 
 const DIFF_HELP: &str = "\
 Changes (compared with the real directory as it is now):
@@ -61,7 +72,8 @@ Example:
 pub enum SandboxMode {
     /// A private mount namespace with an overlayfs on each --dir (needs root; contains every process).
     Kernel,
-    /// The LD_PRELOAD hook rewrites written paths into a shadow directory (not built yet).
+    /// The LD_PRELOAD hook rewrites written paths into a shadow directory (cooperative: static binaries and raw
+    /// syscalls write through).
     User,
 }
 
@@ -91,7 +103,8 @@ struct Target {
 struct RunArgs {
     #[command(flatten)]
     target: Target,
-    /// kernel: overlayfs in a mount namespace (default; the recorded mode when re-entering). user: not built yet.
+    /// kernel: overlayfs in a mount namespace (default). user: the LD_PRELOAD hook redirects writes into the same
+    /// layer. Re-entering uses the recorded mode; giving the other one is an error.
     #[arg(long, value_enum)]
     mode: Option<SandboxMode>,
     /// A directory whose writes go to the sandbox (repeatable; directories must not be nested). Needed when the
@@ -149,19 +162,22 @@ pub fn run(args: SandboxArgs) -> Result<u8> {
 }
 
 fn run_cmd(args: &RunArgs) -> Result<u8> {
-    if args.mode == Some(SandboxMode::User) {
-        bail!(MissingCapability(
-            "sandbox --mode user is not built yet (it needs the file hooks of the preload library); use --mode \
-             kernel, which also contains static binaries"
-                .into()
-        ));
-    }
     if args.command.is_empty() {
         bail!(UsageError(
             "sandbox needs a command after `--`: ringwatch sandbox --dir PATH -- CMD [ARGS...] (see --help)".into()
         ));
     }
     state::validate_name(&args.target.name)?;
+    let mode = args.mode.or_else(|| recorded_mode(&args.target)).unwrap_or(SandboxMode::Kernel);
+    if mode == SandboxMode::User {
+        return user::run(&user::RunRequest {
+            name: &args.target.name,
+            dirs: &args.dirs,
+            fresh: args.fresh,
+            state_root: &args.target.state_dir,
+            command: &args.command,
+        });
+    }
     kernel::run(&kernel::RunRequest {
         name: &args.target.name,
         dirs: &args.dirs,
@@ -169,6 +185,13 @@ fn run_cmd(args: &RunArgs) -> Result<u8> {
         state_root: &args.target.state_dir,
         command: &args.command,
     })
+}
+
+/// The mode an existing sandbox was made in (`None` if there is none or its manifest cannot be read; the run then
+/// reports that itself).
+fn recorded_mode(target: &Target) -> Option<SandboxMode> {
+    let manifest = state::SandboxDir::new(&target.state_dir, &target.name).manifest().ok()?;
+    SandboxMode::from_str(&manifest.mode, true).ok()
 }
 
 /// Fails with exit 3 unless running as root.
