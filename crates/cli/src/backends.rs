@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ringwatch_core::compiled::{ExecKillList, FilePermissionPlan};
 use ringwatch_core::{Decider, Domain, Mode, Probe, Source, SourceError, SourceKind};
+use ringwatch_domains::file::ebpf::{FileEbpf, FileEbpfConfig};
 use ringwatch_domains::file::fanotify::{FileFanotify, FileFanotifyConfig};
 use ringwatch_domains::file::preload::FilePreload;
 use ringwatch_domains::process::kernel::ProcessKernel;
@@ -36,6 +37,8 @@ pub const BACKENDS: &[BackendSpec] = &[
     BackendSpec { domain: Domain::Process, mode: Mode::User, source: SourceKind::ProcConnector, planned_in: None },
     BackendSpec { domain: Domain::Process, mode: Mode::User, source: SourceKind::Preload, planned_in: None },
     BackendSpec { domain: Domain::File, mode: Mode::Kernel, source: SourceKind::Fanotify, planned_in: None },
+    // Beside fanotify (`file=kernel` and `best` start both): refused calls, open/rename flags, chmod modes.
+    BackendSpec { domain: Domain::File, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: None },
     BackendSpec { domain: Domain::File, mode: Mode::User, source: SourceKind::Preload, planned_in: None },
     BackendSpec { domain: Domain::Network, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: Some(5) },
     BackendSpec { domain: Domain::Network, mode: Mode::User, source: SourceKind::Preload, planned_in: Some(5) },
@@ -59,6 +62,7 @@ impl BackendSpec {
             (Domain::Process, SourceKind::ProcConnector) => ProcessProcConnector::probe(),
             (Domain::Process, SourceKind::Preload) => ProcessPreload::probe(),
             (Domain::File, SourceKind::Fanotify) => FileFanotify::probe(),
+            (Domain::File, SourceKind::Ebpf) => FileEbpf::probe(),
             (Domain::File, SourceKind::Preload) => FilePreload::probe(),
             _ => Probe::unavailable(self.domain, self.mode, self.source, "unknown backend"),
         }
@@ -77,6 +81,7 @@ impl BackendSpec {
                 &cfg.file_permission,
                 cfg.decider.clone(),
             )?)),
+            (Domain::File, SourceKind::Ebpf) => Ok(Box::new(FileEbpf::start(FileEbpfConfig::default())?)),
             // Shares the hook socket with process/preload when both run (see ringwatch_domains::preload).
             (Domain::File, SourceKind::Preload) => {
                 Ok(Box::new(FilePreload::start(&cfg.hook_socket, cfg.decider.clone())?))
@@ -255,5 +260,19 @@ mod tests {
         ];
         let picked = select(Domain::Process, Choice::Best, &without_kernel);
         assert_eq!(picked.iter().map(|(s, _)| s.source).collect::<Vec<_>>(), vec![SourceKind::ProcConnector]);
+    }
+
+    #[test]
+    fn file_kernel_starts_fanotify_and_ebpf_and_a_source_name_picks_one() {
+        let probes = [
+            fake(Domain::File, Mode::Kernel, SourceKind::Fanotify, true),
+            fake(Domain::File, Mode::Kernel, SourceKind::Ebpf, true),
+            fake(Domain::File, Mode::User, SourceKind::Preload, true),
+        ];
+        let sources = |c: Choice| select(Domain::File, c, &probes).iter().map(|(s, _)| s.source).collect::<Vec<_>>();
+        assert_eq!(sources(Choice::Kernel), vec![SourceKind::Fanotify, SourceKind::Ebpf]);
+        assert_eq!(sources(Choice::Best), vec![SourceKind::Fanotify, SourceKind::Ebpf]);
+        assert_eq!(sources(Choice::Only(SourceKind::Ebpf)), vec![SourceKind::Ebpf]);
+        assert_eq!(sources(Choice::Only(SourceKind::Fanotify)), vec![SourceKind::Fanotify]);
     }
 }

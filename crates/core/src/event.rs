@@ -376,6 +376,11 @@ pub struct FileInfo {
     /// hash rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Why the kernel refused the call, as the errno name (`"EACCES"`, `"EPERM"`, ...), for a failed attempt
+    /// reported by the file syscall tracepoints (`file/ebpf`); absent when the call succeeded. The event's `action`
+    /// stays `observed`: the kernel refused, not ringwatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// DNS facts inside [`NetworkInfo`].

@@ -4,8 +4,9 @@
 //!   permission events for synchronous deny come in a second group beside it).
 //! - [`preload`]: user mode through the LD_PRELOAD hook library (open, creat, fopen, unlink, rename, truncate,
 //!   chmod, mkdir, rmdir families; in-process, untrusted; refuses with `EACCES` when a rule denies).
-//! - The eBPF syscall tracepoints for what fanotify cannot tell, and `ringwatch sandbox`, are later slices of
-//!   issue #4.
+//! - [`ebpf`]: kernel mode beside fanotify: eBPF syscall tracepoints (open, unlink, rename, chmod families) for
+//!   what fanotify cannot tell — refused calls with their errno, open flags, rename flags, chmod modes.
 
+pub mod ebpf;
 pub mod fanotify;
 pub mod preload;

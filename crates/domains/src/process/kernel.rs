@@ -297,7 +297,7 @@ impl Source for ProcessKernel {
 }
 
 /// Whether the agent may load tracing BPF programs: CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN, in the effective set.
-fn has_bpf_privilege() -> bool {
+pub(crate) fn has_bpf_privilege() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
@@ -368,11 +368,11 @@ fn realtime_offset_ns() -> Result<i128, SourceError> {
 // --- libbpf log routing -------------------------------------------------------------------------------------------
 
 /// Last warning lines from libbpf, kept so a failed load can say which program and why.
-static LIBBPF_WARNINGS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+pub(crate) static LIBBPF_WARNINGS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
 const LIBBPF_WARNINGS_KEPT: usize = 16;
 
 /// Routes libbpf's output into `tracing` at debug (installed once per process).
-fn install_libbpf_logging() {
+pub(crate) fn install_libbpf_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         libbpf_rs::set_print(Some((PrintLevel::Debug, libbpf_print)));
@@ -392,7 +392,7 @@ fn libbpf_print(level: PrintLevel, msg: String) {
 }
 
 /// The program named in libbpf's last "prog 'X': failed to load" warning.
-fn failed_program() -> Option<String> {
+pub(crate) fn failed_program() -> Option<String> {
     let kept = LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
     kept.iter().rev().find_map(|l| {
         let rest = &l[l.find("prog '")? + 6..];
@@ -402,7 +402,7 @@ fn failed_program() -> Option<String> {
 }
 
 /// The last few libbpf warnings joined (and cleared), for an error message.
-fn recent_libbpf_warnings() -> String {
+pub(crate) fn recent_libbpf_warnings() -> String {
     let mut kept = LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
     let lines: Vec<String> = kept.drain(..).filter(|l| l.starts_with("libbpf:")).collect();
     lines.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join("; ")

@@ -28,4 +28,24 @@ struct trace_event_raw_sched_process_exit___rw {
 	bool group_dead;
 } __attribute__((preserve_access_index));
 
+/* include/uapi/asm-generic/fcntl.h (x86_64, arm64 and most others share these octal values). */
+#define RW_O_WRONLY 00000001
+#define RW_O_RDWR 00000002
+#define RW_O_CREAT 00000100
+#define RW_O_TRUNC 00001000
+
+/* include/uapi/linux/fcntl.h */
+#define RW_AT_FDCWD -100
+
+/* include/uapi/linux/stat.h: the mode bits a chmod is reported for. */
+#define RW_S_ISUID 04000
+#define RW_S_ISGID 02000
+#define RW_S_IWOTH 00002
+
+/* include/uapi/asm-generic/errno-base.h */
+#define RW_EPERM 1
+#define RW_EACCES 13
+#define RW_ETXTBSY 26
+#define RW_EROFS 30
+
 #endif /* RW_COMPAT_H */

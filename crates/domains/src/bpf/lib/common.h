@@ -26,6 +26,7 @@
 #define RW_KIND_EXEC 1
 #define RW_KIND_FORK 2
 #define RW_KIND_EXIT 3
+#define RW_KIND_FILE_OP 16 /* file/file.h struct file_event */
 
 /*
  * First member of every event. User space dispatches on `kind` and checks

@@ -75,4 +75,30 @@ static __always_inline __u64 rw_task_cgroup_id(struct task_struct *task)
 	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
 }
 
+/*
+ * Who a record is about. Every process and file record carries it right after rw_hdr,
+ * so user space builds the process identity (guid) with one decoder.
+ */
+struct rw_proc_id {
+	__u64 start_ns; /* group leader's start_boottime; input of the guid */
+	__u32 pid; /* tgid */
+	__u32 tid; /* the acting thread */
+	__u32 ppid; /* real_parent->tgid */
+	__u32 _pad;
+	__u8 comm[RW_TASK_COMM_LEN];
+};
+_Static_assert(sizeof(struct rw_proc_id) == 40, "rw_proc_id layout changed: update the Rust asserts");
+
+/* Identity of `task` (its thread group) as every process record carries it; `tid` is the acting thread. */
+static __always_inline void rw_fill_proc_id(struct rw_proc_id *id, struct task_struct *task, __u32 tid)
+{
+	id->start_ns = rw_task_start_ns(task);
+	id->pid = BPF_CORE_READ(task, tgid);
+	id->tid = tid;
+	id->ppid = rw_task_ppid(task);
+	id->_pad = 0;
+	if (bpf_probe_read_kernel(id->comm, sizeof(id->comm), &task->comm))
+		__builtin_memset(id->comm, 0, sizeof(id->comm));
+}
+
 #endif /* RW_TASK_H */

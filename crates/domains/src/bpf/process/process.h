@@ -12,6 +12,7 @@
 #define RW_PROCESS_H
 
 #include "common.h"
+#include "task.h" /* struct rw_proc_id */
 
 /* argv bytes captured at exec (NUL-separated, as in /proc/PID/cmdline). */
 #define RW_ARGS_MAX 4096
@@ -27,20 +28,6 @@
 #define RW_EXEC_F_ARGS_TRUNCATED 0x02 /* argv was longer than RW_ARGS_MAX */
 #define RW_EXEC_F_EXE_FROM_FILENAME 0x04 /* path walk failed: exe is the execve filename, maybe relative */
 #define RW_EXEC_F_NO_CWD 0x08 /* cwd path walk failed: cwd_len is 0 */
-
-/*
- * Who a record is about. Every process record carries it right after rw_hdr,
- * so user space builds the process identity (guid) with one decoder.
- */
-struct rw_proc_id {
-	__u64 start_ns; /* group leader's start_boottime; input of the guid */
-	__u32 pid; /* tgid */
-	__u32 tid; /* the acting thread */
-	__u32 ppid; /* real_parent->tgid */
-	__u32 _pad;
-	__u8 comm[RW_TASK_COMM_LEN];
-};
-_Static_assert(sizeof(struct rw_proc_id) == 40, "rw_proc_id layout changed: update the Rust asserts");
 
 /* The context exec and fork records add: parent identity, credentials, session, terminal, cgroup. */
 struct rw_proc_ctx {

@@ -62,18 +62,6 @@ struct {
 	__type(value, struct exec_scratch);
 } exec_scratch SEC(".maps");
 
-/* Identity of `task` (its thread group) as every process record carries it; `tid` is the acting thread. */
-static __always_inline void fill_proc_id(struct rw_proc_id *id, struct task_struct *task, __u32 tid)
-{
-	id->start_ns = rw_task_start_ns(task);
-	id->pid = BPF_CORE_READ(task, tgid);
-	id->tid = tid;
-	id->ppid = rw_task_ppid(task);
-	id->_pad = 0;
-	if (bpf_probe_read_kernel(id->comm, sizeof(id->comm), &task->comm))
-		__builtin_memset(id->comm, 0, sizeof(id->comm));
-}
-
 /* Parent, credentials, session, terminal and cgroup of `task`, for exec and fork records. */
 static __always_inline void fill_proc_ctx(struct rw_proc_ctx *c, struct task_struct *task)
 {
@@ -159,7 +147,7 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 		return 0;
 	ev = &s->ev;
 	rw_hdr_init(&ev->hdr, RW_KIND_EXEC, 0);
-	fill_proc_id(&ev->id, task, BPF_CORE_READ(ctx, old_pid));
+	rw_fill_proc_id(&ev->id, task, BPF_CORE_READ(ctx, old_pid));
 	fill_proc_ctx(&ev->ctx, task);
 	ev->kill_rule = 0;
 	ev->_pad = 0;
@@ -242,7 +230,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	if (!ev)
 		return 0;
 	rw_hdr_init(&ev->hdr, RW_KIND_FORK, sizeof(*ev));
-	fill_proc_id(&ev->id, child, tid);
+	rw_fill_proc_id(&ev->id, child, tid);
 	fill_proc_ctx(&ev->ctx, child);
 	rw_submit(ev);
 	return 0;
@@ -286,7 +274,7 @@ int handle_exit(void *ctx)
 	if (!ev)
 		return 0;
 	rw_hdr_init(&ev->hdr, RW_KIND_EXIT, sizeof(*ev));
-	fill_proc_id(&ev->id, task, (__u32)id);
+	rw_fill_proc_id(&ev->id, task, (__u32)id);
 	ev->status = status;
 	ev->_pad = 0;
 	rw_submit(ev);

@@ -20,8 +20,8 @@
 //! # What it cannot see or tell
 //!
 //! - **Failed opens and open flags.** fanotify reports an open once it succeeded and says nothing of `O_TRUNC`,
-//!   `O_APPEND` and the like; a denied or missing file leaves no event. The eBPF syscall tracepoints of a later slice
-//!   cover these.
+//!   `O_APPEND` and the like; a denied or missing file leaves no event. The `file/ebpf` backend (syscall tracepoints,
+//!   [`crate::file::ebpf`]) reports these beside this one.
 //! - **What a rename replaced.** Renaming over an existing file reports the rename; the replaced file shows only as
 //!   a link-count change without a name, which is not reported.
 //! - **Exact repetitions.** The kernel merges an event into an identical one still queued (same pid, object,

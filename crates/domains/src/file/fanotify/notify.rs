@@ -5,7 +5,7 @@
 //! for directory-entry events) so that one `FAN_RENAME` event carries both the old and the new location. A kernel
 //! that refuses it (before 5.17) gets `FAN_REPORT_DFID_NAME | FAN_REPORT_FID` with `FAN_MOVED_FROM`/`FAN_MOVED_TO`,
 //! which the reader pairs into one rename. FID reporting cannot be combined with `FAN_CLASS_CONTENT`, so permission
-//! events (a later slice) need a second, descriptor-based group beside this one; nothing here assumes it is alone.
+//! events need a second, descriptor-based group beside this one ([`super::perm`]); nothing here assumes it is alone.
 //!
 //! The queue is the kernel's default (16,384 events): `FAN_UNLIMITED_QUEUE` would let a storm pin unbounded kernel
 //! memory. An overflow is reported by the kernel as one `FAN_Q_OVERFLOW` event and counted as a loss.
