@@ -37,6 +37,12 @@ pub struct BenchArgs {
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Files per storm (file: 200,000 create/write/close/unlink cycles).
+    #[arg(long)]
+    pub files: Option<u64>,
+    /// Directory the file storm runs in (file: default /var/tmp; e.g. /dev/shm for tmpfs).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 /// Benchmarks available.
@@ -48,6 +54,8 @@ pub enum BenchKind {
     Store,
     /// Forwarder throughput to a local nats-server (started by the bench).
     Forward,
+    /// File storm: no sensor vs kernel monitor, permission rules and user mode; exec-storm hash-cache hit rate.
+    File,
 }
 
 /// One configuration's medians.
@@ -78,6 +86,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchKind::Process => {}
         BenchKind::Store => return crate::bench_store::run(&args),
         BenchKind::Forward => return crate::bench_forward::run(&args),
+        BenchKind::File => return crate::bench_file::run(&args),
     }
     let dir = std::env::temp_dir().join(format!("ringwatch-bench-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
@@ -198,27 +207,44 @@ fn one_storm(dir: &Path, round: u32, mode: Option<&str>, hook: Option<&Path>, ex
 }
 
 fn start_agent(mode: &str, out: &Path, socket: &Path) -> Result<Child> {
+    start_agent_with(mode, out, socket, &[], Stdio::null())
+}
+
+/// Starts `ringwatch run --store off --mode all=off,MODE --out OUT --hook-socket SOCKET EXTRA...` with its log
+/// going to `stderr`, and waits for its `start` event.
+pub(crate) fn start_agent_with(
+    mode: &str,
+    out: &Path,
+    socket: &Path,
+    extra: &[std::ffi::OsString],
+    stderr: Stdio,
+) -> Result<Child> {
     let exe = std::env::current_exe()?;
     let child = Command::new(exe)
         .args(["run", "--store", "off", "--mode", &format!("all=off,{mode}"), "--out"])
         .arg(out)
         .arg("--hook-socket")
         .arg(socket)
+        .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .context("starting the agent")?;
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut child = child;
     while Instant::now() < deadline {
         if fs::read_to_string(out).is_ok_and(|s| s.contains("\"activity\":\"start\"")) {
             return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the agent (--mode {mode}) exited with {status} before reporting start");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("the agent (--mode {mode}) did not report start within 30 s")
 }
 
-fn stop_agent(agent: &mut Child) -> Result<()> {
+pub(crate) fn stop_agent(agent: &mut Child) -> Result<()> {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.id())?);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
     let status = agent.wait()?;
@@ -229,7 +255,7 @@ fn stop_agent(agent: &mut Child) -> Result<()> {
 }
 
 /// utime + stime of a live process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let ticks = ringwatch_core::proc_table::read_stat(pid).map_or(0, |st| st.cpu_ticks);
     ticks as f64 / ringwatch_core::guid::USER_HZ as f64
 }
@@ -251,7 +277,7 @@ fn count_storm_events(out: &Path, shell_pid: u32, sample: &mut Sample) -> Result
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

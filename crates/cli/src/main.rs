@@ -7,6 +7,7 @@
 
 mod backends;
 mod bench;
+mod bench_file;
 mod bench_forward;
 mod bench_store;
 mod collect_cmd;
