@@ -13,7 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int mmap_write(const char *path) {
+static int mmap_write(const char *path)
+{
 	int fd = open(path, O_RDWR);
 	if (fd < 0) {
 		perror("open");
@@ -37,7 +38,8 @@ static int mmap_write(const char *path) {
 	return close(fd) == 0 ? 0 : 1;
 }
 
-static int mknod_many(const char *dir, long n) {
+static int mknod_many(const char *dir, long n)
+{
 	char path[4096];
 	for (long i = 0; i < n; i++) {
 		snprintf(path, sizeof path, "%s/f%ld", dir, i);
@@ -49,7 +51,8 @@ static int mknod_many(const char *dir, long n) {
 	return 0;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
 	if (argc == 3 && strcmp(argv[1], "mmap-write") == 0)
 		return mmap_write(argv[2]);
 	if (argc == 4 && strcmp(argv[1], "mknod-many") == 0)
