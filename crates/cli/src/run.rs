@@ -92,7 +92,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let spool_max_bytes = parse_size(&args.spool_max_size)?;
     if let Some(addr) = &args.metrics {
-        metrics::parse_addr(addr)?;
+        metrics::parse_addr(addr).with_context(|| format!("--metrics {addr}"))?;
     }
     if let Some(nats) = args.nats.options() {
         // Bad URLs and unreadable credential/certificate files are usage errors, found before anything starts.
