@@ -60,6 +60,20 @@ pub enum StoreError {
         /// Newest version this build reads.
         supported: i64,
     },
+    /// Written by an older ringwatch, in a layout this build does not read.
+    #[error(
+        "{path} has schema version {found}, an older layout this ringwatch does not read ({supported}); move it \
+         away (mv {path} {path}.old) and a new store is created; the old one can still be exported with the \
+         ringwatch that wrote it"
+    )]
+    OlderSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Version in the file.
+        found: i64,
+        /// The version this build reads.
+        supported: i64,
+    },
     /// The hunter's SQL was rejected by SQLite (syntax, unknown column, attempt to write, ...).
     #[error("{path}: bad query: {detail}")]
     BadQuery {

@@ -1,13 +1,15 @@
 //! Export: stored events as JSON lines, byte for byte what the agent wrote, filtered by time and domain.
 //!
-//! The JSON comes from `event_json`, not from the columns, so an export is the original evidence (every field,
-//! including those that have no column) and can be replayed through `ringwatch rules test` or loaded elsewhere.
-//! Lines are streamed to the caller in insert order.
+//! The JSON is what `event_json` gives: the stored parts put back together, byte for byte what the agent wrote
+//! (see [`crate::schema`]), so an export is the original evidence (every field, including those that have no
+//! column) and can be replayed through `ringwatch rules test` or loaded elsewhere. Lines are streamed to the caller
+//! in insert order.
 
 use ringwatch_core::{Domain, Timestamp};
 use rusqlite::params;
 
 use crate::error::StoreError;
+use crate::schema::{JOIN, JSON_EXPR};
 use crate::store::Store;
 
 /// Which events to export; `None` means no bound.
@@ -32,10 +34,10 @@ impl Store {
         let sqlite = |e| StoreError::from_sqlite(&self.path, "exporting", e);
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT j.json FROM events e JOIN event_json j ON j.seq = e.seq \
-                 WHERE e.time_ns >= ?1 AND e.time_ns < ?2 AND (?3 IS NULL OR e.domain = ?3) ORDER BY e.seq",
-            )
+            .prepare(&format!(
+                "SELECT {JSON_EXPR} FROM {JOIN} \
+                 WHERE e.time_ns >= ?1 AND e.time_ns < ?2 AND (?3 IS NULL OR k.domain = ?3) ORDER BY e.seq"
+            ))
             .map_err(sqlite)?;
         let since = filter.since.map_or(0, |t| to_i64(t.0));
         let until = filter.until.map_or(i64::MAX, |t| to_i64(t.0));

@@ -8,11 +8,14 @@
 //!
 //! - [`schema`]: tables, indexes and per-domain views, the version check; [`schema::describe`] prints them.
 //! - `open`: file creation (0600 before SQLite touches it), pragmas for writers and readers.
-//! - `store`: [`Store`], the batched insert path and retention passes.
-//! - `row`: one event as one typed `events` row.
+//! - `store`: [`Store`], the connection, batches and retention passes.
+//! - `row`: events as prepared rows (columns, kind, process context), made on the pipeline thread;
+//!   `json_parts`: an event's JSON cut into the parts the schema stores.
+//! - `insert`: one transaction per group of rows, each process state stored once per transaction.
 //! - `retention`: deleting by age and by size, and giving the space back to the file system.
 //! - `sink`: [`StoreSink`], the pipeline sink; `writer`: its thread, which group-commits and retries a locked
 //!   database.
+//! - `checkpoint`: WAL checkpoints on a thread of their own, with the WAL kept bounded.
 //! - `query`: streaming any SQL to a [`RowVisitor`].
 //! - `tree`: [`ProcessTree`]s by guid links.
 //! - `export`: the stored JSON, filtered ([`ExportFilter`]).
@@ -20,8 +23,11 @@
 //! - `error`: [`StoreError`], SQLite failures mapped to advice.
 #![forbid(unsafe_code)]
 
+mod checkpoint;
 mod error;
 mod export;
+mod insert;
+mod json_parts;
 mod open;
 mod query;
 mod retention;

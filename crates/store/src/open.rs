@@ -25,9 +25,6 @@ pub const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a reader waits (a checkpoint or a retention pass may hold the lock briefly).
 const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The WAL is truncated back to this size after a checkpoint that found it larger.
-const WAL_SIZE_LIMIT: i64 = 64 << 20;
-
 /// Memory-mapped reads make full scans (hunts with `LIKE '%x%'`) markedly faster than read(2) per page.
 const READER_MMAP_SIZE: i64 = 1 << 30;
 
@@ -50,6 +47,9 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         SchemaState::Newer(found) => {
             return Err(StoreError::NewerSchema { path: path.into(), found, supported: schema::SCHEMA_VERSION });
         }
+        SchemaState::Older(found) => {
+            return Err(StoreError::OlderSchema { path: path.into(), found, supported: schema::SCHEMA_VERSION });
+        }
         SchemaState::Foreign => return Err(StoreError::Foreign { path: path.into() }),
     }
     let mode: String =
@@ -58,7 +58,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         tracing::warn!(path = %path.display(), mode, "the store could not switch to WAL mode");
     }
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}; \
+        "PRAGMA synchronous = NORMAL; \
          PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
     ))
     .map_err(sqlite("setting pragmas"))?;
@@ -83,6 +83,9 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
         SchemaState::Current => Ok(conn),
         SchemaState::Newer(found) => {
             Err(StoreError::NewerSchema { path: path.into(), found, supported: schema::SCHEMA_VERSION })
+        }
+        SchemaState::Older(found) => {
+            Err(StoreError::OlderSchema { path: path.into(), found, supported: schema::SCHEMA_VERSION })
         }
         SchemaState::Empty => Err(StoreError::Missing { path: path.into() }),
         SchemaState::Foreign => Err(StoreError::Foreign { path: path.into() }),

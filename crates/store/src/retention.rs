@@ -2,10 +2,12 @@
 //!
 //! Two limits, applied in this order: events older than `max_age` go; then, while the database (main file + WAL)
 //! is larger than `max_bytes`, the oldest events go in chunks sized from the average row size, aiming a little
-//! under the cap ([`SIZE_TARGET`]) so the next batch does not trigger another pass at once. Deleting rows only
-//! frees pages inside the file, so each pass ends with `incremental_vacuum` (the store is created with
-//! `auto_vacuum = INCREMENTAL`) and `wal_checkpoint(TRUNCATE)`, which together give the space back to the file
-//! system. The caller reports what was deleted: a gap in the evidence must be visible to a hunter.
+//! under the cap ([`SIZE_TARGET`]) so the next batch does not trigger another pass at once; the WAL is folded in
+//! first, as it is not events. Deleting an event deletes its row and, when no other event uses it, its process
+//! context (see [`crate::schema`]). Deleting rows only frees pages inside the file, so each pass ends with
+//! `incremental_vacuum` (the store is created with `auto_vacuum = INCREMENTAL`) and `wal_checkpoint(TRUNCATE)`,
+//! which together give the space back to the file system. The caller reports what was deleted: a gap in the
+//! evidence must be visible to a hunter.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -72,6 +74,11 @@ pub fn shrink_to(conn: &Connection, path: &Path, max_bytes: u64) -> rusqlite::Re
     if size_on_disk(path) <= max_bytes {
         return Ok(0);
     }
+    // The WAL counts, but it is not events: fold it in first, so the rows to delete are reckoned from the data.
+    give_back_space(conn)?;
+    if size_on_disk(path) <= max_bytes {
+        return Ok(0);
+    }
     let target = (max_bytes as f64 * SIZE_TARGET) as u64;
     let mut deleted = 0;
     for _ in 0..MAX_SIZE_ROUNDS {
@@ -79,7 +86,7 @@ pub fn shrink_to(conn: &Connection, path: &Path, max_bytes: u64) -> rusqlite::Re
         if size <= target {
             break;
         }
-        let rows: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        let rows: i64 = conn.query_row("SELECT count(*) FROM event_rows", [], |r| r.get(0))?;
         if rows == 0 {
             // Nothing left to delete; what remains is schema and free pages.
             give_back_space(conn)?;
@@ -89,22 +96,35 @@ pub fn shrink_to(conn: &Connection, path: &Path, max_bytes: u64) -> rusqlite::Re
         let excess_rows = (size - target).div_ceil(bytes_per_row).max(1);
         let chunk = i64::try_from(excess_rows).unwrap_or(i64::MAX).min(rows);
         let newest_deleted: i64 =
-            conn.query_row("SELECT time_ns FROM events ORDER BY time_ns LIMIT 1 OFFSET ?1", [chunk - 1], |r| r.get(0))?;
+            conn.query_row("SELECT time_ns FROM event_rows ORDER BY time_ns LIMIT 1 OFFSET ?1", [chunk - 1], |r| {
+                r.get(0)
+            })?;
         deleted += delete_up_to_time(conn, newest_deleted, true)?;
         give_back_space(conn)?;
     }
     Ok(deleted)
 }
 
-/// Deletes events with `time_ns < cutoff` (or `<=` when `inclusive`) and their JSON, in one transaction.
+/// Deletes events with `time_ns < cutoff` (or `<=` when `inclusive`), and the process contexts only they used,
+/// in one transaction. Finding those contexts costs in proportion to what is deleted: the candidates are the
+/// contexts of the deleted rows (noted first in a temporary table), and each goes when the `ctx` index shows no
+/// row left.
 fn delete_up_to_time(conn: &Connection, cutoff: i64, inclusive: bool) -> rusqlite::Result<u64> {
     let op = if inclusive { "<=" } else { "<" };
     let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS doomed_contexts (ctx INTEGER PRIMARY KEY); DELETE FROM doomed_contexts;",
+    )?;
     tx.execute(
-        &format!("DELETE FROM event_json WHERE seq IN (SELECT seq FROM events WHERE time_ns {op} ?1)"),
+        &format!("INSERT OR IGNORE INTO doomed_contexts SELECT ctx FROM event_rows WHERE time_ns {op} ?1"),
         params![cutoff],
     )?;
-    let n = tx.execute(&format!("DELETE FROM events WHERE time_ns {op} ?1"), params![cutoff])?;
+    let n = tx.execute(&format!("DELETE FROM event_rows WHERE time_ns {op} ?1"), params![cutoff])?;
+    tx.execute_batch(
+        "DELETE FROM process_contexts WHERE ctx IN (SELECT ctx FROM doomed_contexts) \
+         AND NOT EXISTS (SELECT 1 FROM event_rows e WHERE e.ctx = process_contexts.ctx); \
+         DELETE FROM doomed_contexts;",
+    )?;
     tx.commit()?;
     Ok(n as u64)
 }

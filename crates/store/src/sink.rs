@@ -11,6 +11,9 @@
 //! the writer is bounded; when it is full the sink waits at most `full_queue_wait` and then refuses the batch.
 //! Failures the writer meets are returned by the next `write_batch` or `flush`, so the pipeline reports them as
 //! `sensor`/`error` events like any sink failure.
+//!
+//! `write_batch` prepares the rows ([`RowBatch`]: JSON, columns, hashes) on the pipeline thread, so that the writer
+//! thread does SQLite's work only; the writer hands committed batches back to be filled again.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,14 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{SendTimeoutError, Sender};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 
 use ringwatch_core::Event;
 use ringwatch_core::event_id::EventIds;
 use ringwatch_core::sink::Sink;
 
 use crate::error::StoreError;
-use crate::row::EventRow;
+use crate::row::RowBatch;
 use crate::stats::StoreStats;
 use crate::store::{Store, StoreOptions};
 use crate::writer::{self, Command, Failures};
@@ -39,6 +42,8 @@ pub const GROUP_EVENTS: usize = 32_768;
 pub const LOCKED_BACKOFF: Duration = Duration::from_secs(2);
 /// Pipeline batches that may wait for the writer.
 const QUEUE_BATCHES: usize = 64;
+/// Prepared batches kept for reuse once committed (about 1.5 MB each); the rest are freed.
+const SPARE_BATCHES: usize = 8;
 /// Default wait for room in a full queue before a batch is refused: short, so a slow disk cannot stall the
 /// pipeline, long enough to absorb a commit.
 const DEFAULT_FULL_QUEUE_WAIT: Duration = Duration::from_millis(50);
@@ -55,6 +60,8 @@ pub struct StoreSink {
     full_queue_wait: Duration,
     /// Ids for events that arrive without one (the pipeline assigns ids; direct users may not).
     ids: EventIds,
+    /// Batches the writer is done with, to be filled again (see [`RowBatch`]).
+    spare: Receiver<RowBatch>,
 }
 
 impl StoreSink {
@@ -64,11 +71,12 @@ impl StoreSink {
         let stats = store.stats();
         let failures: Failures = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
+        let (spare_tx, spare) = crossbeam_channel::bounded(SPARE_BATCHES);
         let writer = {
             let failures = failures.clone();
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || writer::run(store, rx, failures))
+                .spawn(move || writer::run(store, rx, spare_tx, failures))
                 .map_err(|source| StoreError::Io { path: path.into(), what: "starting the writer thread", source })?
         };
         Ok(StoreSink {
@@ -79,6 +87,7 @@ impl StoreSink {
             failures,
             full_queue_wait: DEFAULT_FULL_QUEUE_WAIT,
             ids: EventIds::new(),
+            spare,
         })
     }
 
@@ -120,7 +129,11 @@ impl Sink for StoreSink {
         let Some(tx) = self.to_writer.clone() else {
             return Err(self.refuse(events.len(), "the store writer has stopped"));
         };
-        let rows = events.iter().map(|ev| EventRow::new(ev, &mut self.ids)).collect::<Result<Vec<_>, _>>()?;
+        let mut rows = self.spare.try_recv().unwrap_or_default();
+        rows.clear();
+        for ev in events {
+            rows.push(ev, &mut self.ids)?;
+        }
         match tx.send_timeout(Command::Batch(rows), self.full_queue_wait) {
             Ok(()) => self.take_failures(),
             Err(SendTimeoutError::Timeout(_)) => {
@@ -131,7 +144,8 @@ impl Sink for StoreSink {
         }
     }
 
-    /// Waits until everything written so far is committed (or failed), then reports any failure.
+    /// Waits until everything written so far is committed (or failed) and checkpointed into the database file,
+    /// then reports any failure. The pipeline flushes once, when it stops.
     fn flush(&mut self) -> io::Result<()> {
         if let Some(tx) = &self.to_writer {
             let (done_tx, done_rx) = crossbeam_channel::bounded(1);

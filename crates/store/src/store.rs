@@ -1,14 +1,14 @@
 //! [`Store`]: one connection to the database, the batched insert path, and retention passes.
 //!
-//! Every batch is one transaction with two prepared (cached) statements: the typed row goes into `events` with
-//! `INSERT OR IGNORE` on the event id, and only when that inserted a row does its JSON go into `event_json`. A
-//! resent event (the fleet collector sees at-least-once delivery) is therefore stored once and counted in
-//! `duplicates`. Retention runs at open and then at most every [`RETENTION_INTERVAL`], after a batch, so it costs
-//! nothing per event; whatever it deletes is logged and stored as a `sensor`/`drop` event.
+//! Every batch is one transaction (see `insert`): `INSERT OR IGNORE` on the event id, so a resent event (the fleet
+//! collector sees at-least-once delivery) is stored once and counted in `duplicates`. After each commit the WAL is
+//! handed to the checkpoint thread (see `checkpoint`). Retention runs at open and then at most every
+//! [`RETENTION_INTERVAL`], after a batch, so it costs nothing per event; whatever it deletes is logged and stored as
+//! a `sensor`/`drop` event.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -16,17 +16,19 @@ use rusqlite::Connection;
 use ringwatch_core::event_id::EventIds;
 use ringwatch_core::{Activity, Event};
 
+use crate::checkpoint::{Checkpointer, WAL_SOFT_LIMIT};
 use crate::error::StoreError;
+use crate::insert;
 use crate::open::{self, size_on_disk};
 use crate::retention::{self, RetentionReport};
-use crate::row::{self, EventRow};
+use crate::row::RowBatch;
 use crate::stats::StoreStats;
 
 /// How often the writer checks the retention limits.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The prepared insert (built once: the column list is long).
-static INSERT_SQL: LazyLock<String> = LazyLock::new(row::insert_sql);
+/// Events per [`RowBatch`] when [`Store::insert`] prepares them (a pipeline batch's size).
+const PREPARE_CHUNK: usize = 1024;
 
 /// Component name of the store's own sensor events.
 const RETENTION_COMPONENT: &str = "store/retention";
@@ -52,6 +54,15 @@ pub struct Store {
     /// Host name of the latest stored event, stamped on the store's own events.
     host: String,
     last_retention: Instant,
+    /// Checkpoints the WAL off this thread (writers only). Declared after `conn` so that it closes last: the last
+    /// connection to close checkpoints what is left and removes the WAL.
+    checkpointer: Option<Checkpointer>,
+}
+
+/// How big the WAL may grow before the writer restarts it: [`WAL_SOFT_LIMIT`], or less under a small size cap
+/// (the WAL counts towards it).
+fn wal_limit(opts: &StoreOptions) -> u64 {
+    opts.max_bytes.map_or(WAL_SOFT_LIMIT, |max| (max / 8).clamp(1 << 20, WAL_SOFT_LIMIT))
 }
 
 impl Store {
@@ -60,6 +71,15 @@ impl Store {
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
         let conn = open::open_writer(path)?;
         let mut store = Store::new(conn, path, opts.clone(), true);
+        let sqlite = |what| move |e| StoreError::from_sqlite(path, what, e);
+        let wal_limit = wal_limit(opts);
+        store.checkpointer = Some(Checkpointer::start(path, wal_limit)?);
+        // From now on the checkpointer checkpoints, not SQLite after each commit; and a WAL that starts over keeps
+        // its file up to the limit rather than giving it back and growing it again (see `checkpoint`).
+        store
+            .conn
+            .execute_batch(&format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_limit};"))
+            .map_err(sqlite("setting pragmas"))?;
         store.apply_retention()?;
         store.update_size();
         Ok(store)
@@ -81,6 +101,7 @@ impl Store {
             own_ids: EventIds::new(),
             host: String::new(),
             last_retention: Instant::now(),
+            checkpointer: None,
         }
     }
 
@@ -99,21 +120,24 @@ impl Store {
         self.insert_rows(&rows)
     }
 
-    /// Turns events into rows (the sink does this on the pipeline thread, see [`EventRow`]).
-    fn prepare_rows(&mut self, events: &[Event]) -> Result<Vec<EventRow>, StoreError> {
+    /// Turns events into rows (the sink does this on the pipeline thread, see [`RowBatch`]).
+    fn prepare_rows(&mut self, events: &[Event]) -> Result<Vec<RowBatch>, StoreError> {
         events
-            .iter()
-            .map(|ev| EventRow::new(ev, &mut self.own_ids))
+            .chunks(PREPARE_CHUNK)
+            .map(|chunk| {
+                let mut batch = RowBatch::default();
+                chunk.iter().try_for_each(|ev| batch.push(ev, &mut self.own_ids)).map(|()| batch)
+            })
             .collect::<Result<_, _>>()
             .map_err(|e| StoreError::Io { path: self.path.clone(), what: "serializing an event", source: e.into() })
     }
 
     /// Inserts prepared rows in one transaction; counts inserted and duplicate rows, applies retention when due.
-    pub(crate) fn insert_rows(&mut self, rows: &[EventRow]) -> Result<usize, StoreError> {
-        let result = self.insert_batch(rows);
+    pub(crate) fn insert_rows(&mut self, batches: &[RowBatch]) -> Result<usize, StoreError> {
+        let result = self.insert_batch(batches);
         match &result {
             Ok(inserted) => {
-                let duplicates = rows.len() - inserted;
+                let duplicates = batches.iter().map(RowBatch::len).sum::<usize>() - inserted;
                 self.stats.inserted.fetch_add(*inserted as u64, Ordering::Relaxed);
                 self.stats.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
             }
@@ -122,10 +146,28 @@ impl Store {
             }
         }
         if result.is_ok() {
+            self.checkpoint_after_commit();
             self.apply_retention_if_due();
         }
         self.update_size();
         result
+    }
+
+    /// Hands the commit just made to the checkpointer (see [`Checkpointer::after_commit`]). A failure is logged
+    /// and counted in `errors`: the rows are committed, and the next commit retries.
+    fn checkpoint_after_commit(&mut self) {
+        let Some(checkpointer) = &self.checkpointer else { return };
+        if let Err(e) = checkpointer.after_commit(&self.conn) {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(path = %self.path.display(), error = %e, "store checkpoint failed; retrying later");
+        }
+    }
+
+    /// Copies everything committed from the WAL into the database file now, syncing both (a PASSIVE checkpoint:
+    /// what a reader still uses stays for the next one). The sink's `flush` ends with it.
+    pub(crate) fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let Some(checkpointer) = &self.checkpointer else { return Ok(()) };
+        checkpointer.checkpoint_now(&self.conn).map_err(|e| StoreError::from_sqlite(&self.path, "checkpointing", e))
     }
 
     /// Runs a retention pass when [`RETENTION_INTERVAL`] has passed since the last one. A failure is logged and
@@ -150,6 +192,9 @@ impl Store {
     /// stored as a `sensor`/`drop` event (component `store/retention`) so a hunter sees the gap.
     pub fn apply_retention(&mut self) -> Result<RetentionReport, StoreError> {
         self.last_retention = Instant::now();
+        // Retention checkpoints (TRUNCATE) to give space back, which must not meet the thread's checkpoint.
+        let checkpoints = self.checkpointer.as_ref().map(Checkpointer::state);
+        let _running = checkpoints.as_ref().map(|state| state.exclusive());
         let mut report = RetentionReport::default();
         let sqlite = |e| StoreError::from_sqlite(&self.path, "applying retention", e);
         if let Some(age) = self.opts.max_age {
@@ -187,30 +232,11 @@ impl Store {
         self.stats.size_bytes.store(size_on_disk(&self.path), Ordering::Relaxed);
     }
 
-    /// One transaction for the whole batch; returns rows inserted.
-    fn insert_batch(&mut self, rows: &[EventRow]) -> Result<usize, StoreError> {
-        let path = self.path.as_path();
-        let sqlite = |what| move |e| StoreError::from_sqlite(path, what, e);
-        let tx = self.conn.unchecked_transaction().map_err(sqlite("starting a transaction"))?;
-        let mut inserted = 0;
-        {
-            let mut insert_row = tx.prepare_cached(&INSERT_SQL).map_err(sqlite("preparing the insert"))?;
-            let mut insert_json = tx
-                .prepare_cached("INSERT INTO event_json (seq, json) VALUES (?1, ?2)")
-                .map_err(sqlite("preparing the insert"))?;
-            for row in rows {
-                row::bind(&mut insert_row, row).map_err(sqlite("binding an event"))?;
-                if insert_row.raw_execute().map_err(sqlite("inserting an event"))? == 0 {
-                    continue; // already stored: INSERT OR IGNORE skipped it
-                }
-                insert_json
-                    .execute((tx.last_insert_rowid(), row.json()))
-                    .map_err(sqlite("inserting an event's JSON"))?;
-                inserted += 1;
-            }
-        }
-        tx.commit().map_err(sqlite("committing a batch"))?;
-        if let Some(host) = rows.iter().rev().find_map(EventRow::host)
+    /// One transaction for all the batches; returns rows inserted.
+    fn insert_batch(&mut self, batches: &[RowBatch]) -> Result<usize, StoreError> {
+        let inserted = insert::insert_rows(&self.conn, batches)
+            .map_err(|e| StoreError::from_sqlite(&self.path, "inserting events", e))?;
+        if let Some(host) = batches.iter().rev().find_map(RowBatch::last_host)
             && self.host != host
         {
             host.clone_into(&mut self.host);

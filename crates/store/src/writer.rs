@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::row::EventRow;
+use crate::row::RowBatch;
 use crate::sink::{GROUP_DELAY, GROUP_EVENTS, LOCKED_BACKOFF};
 use crate::store::Store;
 
@@ -26,34 +26,51 @@ pub type Failures = Arc<Mutex<Vec<String>>>;
 /// What the sink sends.
 pub enum Command {
     /// One pipeline batch, prepared.
-    Batch(Vec<EventRow>),
-    /// Commit everything now and answer.
+    Batch(RowBatch),
+    /// Commit everything now, copy it into the database file (checkpoint) and answer.
     Flush(Sender<()>),
 }
 
 /// Events waiting for a commit.
 struct Group {
-    rows: Vec<EventRow>,
+    batches: Vec<RowBatch>,
+    /// Rows in `batches`.
+    events: usize,
     since: Option<Instant>,
     retry_at: Option<Instant>,
+    /// Where committed batches go back to the sink, to be filled again.
+    spare: Sender<RowBatch>,
 }
 
 impl Group {
-    fn push(&mut self, batch: Vec<EventRow>) {
-        self.rows.extend(batch);
+    fn push(&mut self, batch: RowBatch) {
+        if batch.len() == 0 {
+            let _ = self.spare.try_send(batch);
+            return;
+        }
+        self.events += batch.len();
+        self.batches.push(batch);
         self.since.get_or_insert_with(Instant::now);
     }
 
+    /// Empties the group, handing its batches back to the sink (or dropping them when it has enough).
     fn clear(&mut self) {
-        self.rows.clear();
+        for batch in self.batches.drain(..) {
+            let _ = self.spare.try_send(batch);
+        }
+        self.events = 0;
         self.since = None;
         self.retry_at = None;
     }
 
+    fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
     fn due(&self) -> bool {
         let retry_ok = self.retry_at.is_none_or(|at| Instant::now() >= at);
-        let full_or_old = self.rows.len() >= GROUP_EVENTS || self.since.is_some_and(|t| t.elapsed() >= GROUP_DELAY);
-        !self.rows.is_empty() && retry_ok && full_or_old
+        let full_or_old = self.events >= GROUP_EVENTS || self.since.is_some_and(|t| t.elapsed() >= GROUP_DELAY);
+        !self.is_empty() && retry_ok && full_or_old
     }
 
     /// How long to wait for the next batch before something is due.
@@ -65,13 +82,16 @@ impl Group {
 }
 
 /// The thread's body: runs until the sink closes the queue.
-pub fn run(mut store: Store, rx: Receiver<Command>, failures: Failures) {
-    let mut group = Group { rows: Vec::with_capacity(GROUP_EVENTS), since: None, retry_at: None };
+pub fn run(mut store: Store, rx: Receiver<Command>, spare: Sender<RowBatch>, failures: Failures) {
+    let mut group = Group { batches: Vec::new(), events: 0, since: None, retry_at: None, spare };
     loop {
         match rx.recv_timeout(group.wait()) {
             Ok(Command::Batch(batch)) => group.push(batch),
             Ok(Command::Flush(done)) => {
                 commit(&mut store, &mut group, &failures, true);
+                if let Err(e) = store.checkpoint() {
+                    report(&failures, e.to_string());
+                }
                 let _ = done.send(());
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -82,7 +102,7 @@ pub fn run(mut store: Store, rx: Receiver<Command>, failures: Failures) {
         }
         if group.due() {
             commit(&mut store, &mut group, &failures, false);
-        } else if group.rows.is_empty() {
+        } else if group.is_empty() {
             store.apply_retention_if_due();
         }
     }
@@ -90,31 +110,36 @@ pub fn run(mut store: Store, rx: Receiver<Command>, failures: Failures) {
 
 /// Commits the group. `last_try` (flush, shutdown) drops it on any failure instead of holding it for a retry.
 fn commit(store: &mut Store, group: &mut Group, failures: &Failures, last_try: bool) {
-    if group.rows.is_empty() {
+    if group.is_empty() {
         return;
     }
-    match store.insert_rows(&group.rows) {
+    match store.insert_rows(&group.batches) {
         Ok(_) => group.clear(),
         Err(e) if e.is_locked() && !last_try => {
             group.retry_at = Some(Instant::now() + LOCKED_BACKOFF);
             let dropped = drop_oldest_beyond(group, MAX_HELD_EVENTS);
-            let mut msg = format!("{e}; {} events held, retrying in {LOCKED_BACKOFF:?}", group.rows.len());
+            let mut msg = format!("{e}; {} events held, retrying in {LOCKED_BACKOFF:?}", group.events);
             if dropped > 0 {
                 msg.push_str(&format!("; {dropped} oldest events dropped to bound memory"));
             }
             report(failures, msg);
         }
         Err(e) => {
-            report(failures, format!("{e}; {} events not stored", group.rows.len()));
+            report(failures, format!("{e}; {} events not stored", group.events));
             group.clear();
         }
     }
 }
 
+/// Drops the oldest batches until at most `max` events are held; returns how many events were dropped.
 fn drop_oldest_beyond(group: &mut Group, max: usize) -> usize {
-    let excess = group.rows.len().saturating_sub(max);
-    group.rows.drain(..excess);
-    excess
+    let mut dropped = 0;
+    while group.events > max {
+        let oldest = group.batches.remove(0);
+        group.events -= oldest.len();
+        dropped += oldest.len();
+    }
+    dropped
 }
 
 fn report(failures: &Failures, message: String) {

@@ -329,3 +329,143 @@ fn export_filters_by_domain_and_time() {
     };
     assert_eq!(ids(window), ["e2", "e3"]);
 }
+
+/// The store keeps an event in parts (its row, its kind, its process context) and rebuilds the JSON: every byte
+/// must come back, including what the columns cannot give back (an escaped host, an enforcement delay, odd rules).
+#[test]
+fn export_gives_back_the_agents_json_byte_for_byte() {
+    let (_dir, path) = store_path();
+    let mut store = Store::open(&path, &StoreOptions::default()).expect("open");
+    let mut events = sample_events();
+    events[6].id = "sensor-1".into();
+    let mut odd = file("odd", "g10", 10, "/tmp/a \"quoted\" path\n");
+    odd.host = "host \"with\" quotes".into();
+    odd.enforcement_delay_us = Some(250);
+    events.push(odd);
+    events.push(alerted(connect("rule-q", "g12", 12, "10.9.9.9", 22), "rule \"q\" \\ x", Action::Blocked));
+    let mut renamed = file("renamed", "g10", 10, "/tmp/from");
+    if let Some(f) = renamed.file.as_mut() {
+        f.new_path = Some("/tmp/to".into());
+    }
+    events.push(renamed);
+    let mut untrusted = keys("untrusted", "g13", "secret\u{7}\t");
+    untrusted.trusted = false;
+    events.push(untrusted);
+    store.insert(&events).expect("insert");
+    let mut exported = Vec::new();
+    store
+        .export(&ExportFilter::default(), &mut |line| {
+            exported.push(line.to_owned());
+            Ok(())
+        })
+        .expect("export");
+    let expected: Vec<String> = events.iter().map(|ev| serde_json::to_string(ev).expect("json")).collect();
+    assert_eq!(exported, expected);
+    let via_view = query(&store, "SELECT json FROM event_json ORDER BY seq");
+    let via_view: Vec<Value> = via_view.rows.into_iter().map(|mut r| r.remove(0)).collect();
+    assert_eq!(via_view, expected.into_iter().map(Value::Text).collect::<Vec<_>>());
+    let pid = "SELECT json_extract(j.json, '$.process.pid') FROM events e JOIN event_json j USING (seq) \
+               WHERE e.id = 'rule-q'";
+    assert_eq!(query(&store, pid).rows[0][0], Value::Integer(12));
+}
+
+/// `ev` with the same command line as every other event of its process (the helpers make one per event).
+fn same_process(mut ev: Event) -> Event {
+    ev.process.cmdline.truncate(1);
+    ev
+}
+
+/// Events of one process state share one context row; the flat `events` view still shows each its own process.
+#[test]
+fn one_process_state_is_stored_once_per_batch() {
+    let (_dir, path) = store_path();
+    let mut store = Store::open(&path, &StoreOptions::default()).expect("open");
+    let of = |id: &str, guid: &str, pid: u32, path: &str| same_process(file(id, guid, pid, path));
+    let events = vec![of("a", "g1", 1, "/a"), of("b", "g1", 1, "/b"), of("c", "g2", 2, "/c"), of("d", "g1", 1, "/d")];
+    store.insert(&events).expect("insert");
+    assert_eq!(count(&store, "SELECT count(*) FROM process_contexts"), 2);
+    assert_eq!(count(&store, "SELECT count(*) FROM event_kinds"), 1);
+    let rows = query(&store, "SELECT id, pid, guid, path FROM events ORDER BY seq");
+    let pids: Vec<&Value> = rows.rows.iter().map(|r| &r[1]).collect();
+    assert_eq!(pids, [&Value::Integer(1), &Value::Integer(1), &Value::Integer(2), &Value::Integer(1)]);
+    assert_eq!(count(&store, "SELECT count(*) FROM files WHERE guid = 'g1'"), 3);
+}
+
+/// A resent event stores nothing, not even the process context stored for it before its id was found.
+#[test]
+fn a_duplicate_leaves_no_process_context_behind() {
+    let (_dir, path) = store_path();
+    let mut store = Store::open(&path, &StoreOptions::default()).expect("open");
+    let events = vec![file("a", "g1", 1, "/a"), file("b", "g2", 2, "/b")];
+    store.insert(&events).expect("first");
+    assert_eq!(store.insert(&events).expect("again"), 0);
+    assert_eq!(count(&store, "SELECT count(*) FROM process_contexts"), 2);
+    assert_eq!(count(&store, "SELECT count(*) FROM process_contexts WHERE ctx NOT IN (SELECT ctx FROM event_rows)"), 0);
+}
+
+/// Retention deletes the process contexts no event uses any more, and only those.
+#[test]
+fn retention_deletes_process_contexts_with_their_last_event() {
+    let (_dir, path) = store_path();
+    let old = Timestamp::from_system_time(SystemTime::now() - Duration::from_secs(7200));
+    {
+        let mut store = Store::open(&path, &StoreOptions::default()).expect("open");
+        let of = |id: &str, guid: &str, pid: u32, path: &str| same_process(file(id, guid, pid, path));
+        let mut events = vec![of("old-only", "g-old", 1, "/x"), of("old-shared", "g-shared", 2, "/y")];
+        for ev in &mut events {
+            ev.time = old;
+        }
+        events.push(of("new-shared", "g-shared", 2, "/z"));
+        store.insert(&events).expect("insert");
+        assert_eq!(count(&store, "SELECT count(*) FROM process_contexts"), 2);
+    }
+    let opts = StoreOptions { max_age: Some(Duration::from_secs(3600)), max_bytes: None };
+    let store = Store::open(&path, &opts).expect("reopen applies retention");
+    assert_eq!(count(&store, "SELECT count(*) FROM process_contexts WHERE guid = 'g-old'"), 0);
+    assert_eq!(count(&store, "SELECT count(*) FROM events WHERE guid = 'g-shared'"), 1, "still has its process");
+    assert_eq!(count(&store, "SELECT count(*) FROM process_contexts WHERE ctx NOT IN (SELECT ctx FROM event_rows)"), 0);
+    assert_eq!(count(&store, "SELECT count(*) FROM event_rows"), count(&store, "SELECT count(*) FROM events"));
+}
+
+/// Checkpoints run on their own thread, and the WAL still starts over: it never grows far past its limit (here an
+/// eighth of the size cap) while the writer keeps committing.
+#[test]
+fn the_wal_stays_bounded_while_the_writer_keeps_committing() {
+    let (_dir, path) = store_path();
+    let cap: u64 = 64 << 20;
+    let mut store = Store::open(&path, &StoreOptions { max_age: None, max_bytes: Some(cap) }).expect("open");
+    let wal = path.with_extension("db-wal");
+    let start = Timestamp::now();
+    let mut largest = 0;
+    for batch in 0..40 {
+        store.insert(&bulk(&format!("w{batch}"), 2000, Timestamp(start.0 + batch * 10_000), 300)).expect("insert");
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    assert_eq!(count(&store, "SELECT count(*) FROM event_rows"), 80_000, "nothing deleted: under the cap");
+    assert!(largest <= cap / 8 + (8 << 20), "the WAL reached {largest} bytes");
+}
+
+#[test]
+fn a_store_of_the_first_layout_is_refused_with_advice() {
+    let (_dir, path) = store_path();
+    drop(Store::open(&path, &StoreOptions::default()).expect("create"));
+    rusqlite::Connection::open(&path).expect("conn").execute_batch("PRAGMA user_version = 1;").expect("age");
+    let err = Store::open(&path, &StoreOptions::default()).err().expect("older");
+    assert!(matches!(err, StoreError::OlderSchema { found: 1, .. }), "{err:?}");
+    assert!(err.to_string().contains("move it away"), "{err}");
+    assert!(Store::open_read_only(&path).is_err());
+}
+
+/// `events` and `event_json` are views; a write to them is refused with the reason, not silently dropped.
+#[test]
+fn a_write_to_the_events_view_is_refused_with_the_reason() {
+    let (_dir, path) = store_path();
+    let mut store = Store::open(&path, &StoreOptions::default()).expect("open");
+    store.insert(&sample_events()).expect("insert");
+    let conn = rusqlite::Connection::open(&path).expect("writer connection");
+    for sql in ["DELETE FROM events", "UPDATE events SET pid = 1", "DELETE FROM event_json"] {
+        let err = conn.execute(sql, []).expect_err("must fail");
+        assert!(err.to_string().contains("only the store writes"), "{sql}: {err}");
+    }
+    assert_eq!(count(&store, "SELECT count(*) FROM events"), 7);
+}
