@@ -10,8 +10,8 @@
 //! - real uid/gid, euid and ppid from `/proc/PID/status`, falling back to `SO_PEERCRED`'s effective ids;
 //! - cwd from `/proc/PID/cwd`, fexecve's file from `/proc/PID/fd/N`, start time (guid) from `/proc/PID/stat`;
 //! - path, argv and the PATH search result from the message (untrusted: the event has `trusted: false`);
-//! - after the reply (the decision does not need them): cgroup/container from `/proc/PID/cgroup` and the parent's
-//!   guid, since a hooked process is often gone before the pipeline could read /proc.
+//! - cgroup/container from `/proc/PID/cgroup` and the parent's guid, read before the reply while the process is
+//!   certainly alive (a hooked process is often gone before the pipeline could read /proc).
 //!
 //! `exe` is the canonical path of the image, as the kernel backend reports it: the name the program passed, made
 //! absolute (joined with cwd, or searched in PATH for a bare name), then symlink-resolved (`/bin/echo` is
@@ -117,6 +117,8 @@ impl HookHandler for ExecHandler {
         let Message::Exec(req) = msg else { return };
         let facts = ProcFacts::read(peer.pid);
         let (mut ev, named) = exec_event(peer, &facts, req);
+        // Read while the process waits for the verdict: once it has the reply it may exec and exit at once.
+        add_context(&mut ev.process, peer.pid);
         let parent_exe = read_link(&format!("/proc/{}/exe", if req.op.spawns() { peer.pid } else { ev.process.ppid }));
         let decision = self.decide(&ev, &named, parent_exe.as_deref());
         ev.rule = decision.rule;
@@ -168,13 +170,12 @@ impl HookHandler for ExecHandler {
                 ),
             ));
         }
-        add_context(&mut ev.process, peer.pid);
         events.send(ev);
     }
 }
 
-/// Context the decision does not need, read after the reply so the process waits no longer for it: cgroup and
-/// container, and the parent's guid (hooked processes are often gone before the pipeline could read /proc).
+/// cgroup and container, and the parent's guid: read while the process waits for its verdict (hooked processes are
+/// often gone before the pipeline could read /proc).
 fn add_context(p: &mut Process, peer_pid: u32) {
     if let Ok(cgroups) = fs::read_to_string(format!("/proc/{peer_pid}/cgroup"))
         && let Some(path) = cgroups.lines().find_map(|l| l.strip_prefix("0::"))
