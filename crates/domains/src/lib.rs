@@ -16,6 +16,7 @@
 //! - `bpf/`: the C eBPF programs, one skeleton per hook family, built by `build.rs`.
 
 pub mod file;
+mod libbpf_support;
 pub mod preload;
 pub mod probe;
 pub mod process;

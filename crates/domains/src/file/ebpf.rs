@@ -48,10 +48,10 @@ use ringwatch_core::event::{FileInfo, Timestamp};
 use ringwatch_core::guid::{BootInfo, process_guid, start_time_from_ticks, ticks_from_boot_ns};
 use ringwatch_core::{Activity, Backend, Domain, Event, Mode, Probe, Source, SourceContext, SourceError, SourceKind};
 
-use crate::probe;
-use crate::process::kernel::{
-    LIBBPF_WARNINGS, failed_program, has_bpf_privilege, install_libbpf_logging, recent_libbpf_warnings,
+use crate::libbpf_support::{
+    clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error, realtime_offset_ns,
 };
+use crate::probe;
 
 // Generated code: not held to the workspace lints.
 #[allow(
@@ -255,11 +255,11 @@ impl FileEbpf {
         for name in &present {
             for prog in programs(&skel, name) {
                 let prog_name = prog.name().to_string_lossy().into_owned();
-                links.push(prog.attach().map_err(|e| libbpf_error(&format!("attach {prog_name}"), &e))?);
+                links.push(prog.attach().map_err(|e| libbpf_error(NAME, &format!("attach {prog_name}"), &e))?);
             }
         }
         tracing::debug!(backend = NAME, syscalls = ?present, "attached");
-        Ok(FileEbpf { links, skel, realtime_offset_ns: realtime_offset_ns()?, attached: present })
+        Ok(FileEbpf { links, skel, realtime_offset_ns: realtime_offset_ns(NAME)?, attached: present })
     }
 
     /// The syscalls whose tracepoints are attached.
@@ -349,10 +349,10 @@ fn open_and_load<'a>(
     present: &[&str],
     ring_bytes: Option<u32>,
 ) -> Result<SyscallsSkel<'a>, SourceError> {
-    LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    let mut open = SyscallsSkelBuilder::default().open(storage).map_err(|e| libbpf_error("open", &e))?;
+    clear_libbpf_warnings();
+    let mut open = SyscallsSkelBuilder::default().open(storage).map_err(|e| libbpf_error(NAME, "open", &e))?;
     if let Some(bytes) = ring_bytes {
-        open.maps.events.set_max_entries(bytes).map_err(|e| libbpf_error("size events", &e))?;
+        open.maps.events.set_max_entries(bytes).map_err(|e| libbpf_error(NAME, "size events", &e))?;
     }
     skip_missing(&mut open, present);
     let Some(rodata) = open.maps.rodata_data.as_deref_mut() else {
@@ -365,41 +365,7 @@ fn open_and_load<'a>(
     rodata.agent_tgid = std::process::id();
     rodata.fail_all = u8::from(config.failures == FailureFilter::All);
     rodata.success_all = u8::from(config.all_successes);
-    open.load().map_err(|e| {
-        let step = match failed_program() {
-            Some(prog) => format!("load {prog}"),
-            None => "load".to_owned(),
-        };
-        libbpf_error(&step, &e)
-    })
-}
-
-/// Maps a libbpf error to the contract (as the process backend does).
-fn libbpf_error(step: &str, e: &libbpf_rs::Error) -> SourceError {
-    let detail = recent_libbpf_warnings();
-    let message = if detail.is_empty() { format!("{e:#}") } else { format!("{e:#} ({detail})") };
-    match e.kind() {
-        ErrorKind::PermissionDenied if !has_bpf_privilege() => {
-            SourceError::MissingPrivilege { backend: NAME, what: format!("{step}: {message}") }
-        }
-        ErrorKind::PermissionDenied | ErrorKind::Unsupported => {
-            SourceError::Unsupported { backend: NAME, what: format!("{step}: {message}") }
-        }
-        _ => SourceError::Failed { backend: NAME, step: step.to_owned(), message },
-    }
-}
-
-/// CLOCK_REALTIME - CLOCK_BOOTTIME in ns, read back to back.
-fn realtime_offset_ns() -> Result<i128, SourceError> {
-    use nix::time::{ClockId, clock_gettime};
-    let ns = |c: ClockId| {
-        clock_gettime(c)
-            .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
-            .map_err(|e| SourceError::Failed { backend: NAME, step: "read clocks".into(), message: e.to_string() })
-    };
-    let real = ns(ClockId::CLOCK_REALTIME)?;
-    let boot = ns(ClockId::CLOCK_BOOTTIME)?;
-    Ok(real - boot)
+    open.load().map_err(|e| load_error(NAME, &e))
 }
 
 impl Source for FileEbpf {
@@ -428,8 +394,8 @@ impl Source for FileEbpf {
                 }
                 0
             })
-            .map_err(|e| libbpf_error("ring buffer add events", &e))?;
-        let ring = builder.build().map_err(|e| libbpf_error("ring buffer build", &e))?;
+            .map_err(|e| libbpf_error(NAME, "ring buffer add events", &e))?;
+        let ring = builder.build().map_err(|e| libbpf_error(NAME, "ring buffer build", &e))?;
         let mut reported_drops = 0u64;
         let mut last_drops = Instant::now();
         let mut links = Some(links);
@@ -441,13 +407,13 @@ impl Source for FileEbpf {
             } else if let Err(e) = ring.poll(POLL_TIMEOUT)
                 && e.kind() != ErrorKind::Interrupted
             {
-                return Err(libbpf_error("ring buffer poll", &e));
+                return Err(libbpf_error(NAME, "ring buffer poll", &e));
             }
             // With BPF_RB_NO_WAKEUP below the threshold, poll may time out with data waiting: always consume.
             if let Err(e) = ring.consume()
                 && e.kind() != ErrorKind::Interrupted
             {
-                return Err(libbpf_error("ring buffer consume", &e));
+                return Err(libbpf_error(NAME, "ring buffer consume", &e));
             }
             if stopping || last_drops.elapsed() >= DROPS_INTERVAL {
                 last_drops = Instant::now();

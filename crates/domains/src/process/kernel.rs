@@ -26,15 +26,13 @@
 //!   second on a miss), so a process in a cgroup that is created and removed within that second gets none.
 
 use std::collections::HashMap;
-use std::collections::VecDeque;
 use std::mem::{MaybeUninit, offset_of, size_of};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, OpenObject, PrintLevel, RingBufferBuilder};
+use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
 use ringwatch_core::compiled::ExecKillList;
 use ringwatch_core::event::Timestamp;
 use ringwatch_core::guid::{BootInfo, process_guid, start_time_from_ticks, ticks_from_boot_ns};
@@ -43,6 +41,9 @@ use ringwatch_core::{
     Action, Activity, Backend, Domain, Event, Mode, Probe, Process, Source, SourceContext, SourceError, SourceKind,
 };
 
+use crate::libbpf_support::{
+    clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error, realtime_offset_ns,
+};
 use crate::probe;
 
 // Generated code: not held to the workspace lints.
@@ -205,7 +206,7 @@ impl ProcessKernel {
         let mut links = Vec::with_capacity(3);
         for prog in [&skel.progs.handle_fork, &skel.progs.handle_exec, &skel.progs.handle_exit] {
             let name = prog.name().to_string_lossy().into_owned();
-            links.push(prog.attach().map_err(|e| libbpf_error(&format!("attach {name}"), &e))?);
+            links.push(prog.attach().map_err(|e| libbpf_error(NAME, &format!("attach {name}"), &e))?);
         }
         tracing::debug!(
             backend = NAME,
@@ -213,7 +214,12 @@ impl ProcessKernel {
             prefixes = kill_entries.prefixes.len(),
             "attached"
         );
-        Ok(ProcessKernel { skel, links, rule_ids: kill.rule_ids.clone(), realtime_offset_ns: realtime_offset_ns()? })
+        Ok(ProcessKernel {
+            skel,
+            links,
+            rule_ids: kill.rule_ids.clone(),
+            realtime_offset_ns: realtime_offset_ns(NAME)?,
+        })
     }
 }
 
@@ -245,9 +251,9 @@ impl Source for ProcessKernel {
                     }
                     0
                 })
-                .map_err(|e| libbpf_error("ring buffer add events", &e))?;
+                .map_err(|e| libbpf_error(NAME, "ring buffer add events", &e))?;
         }
-        let ring = builder.build().map_err(|e| libbpf_error("ring buffer build", &e))?;
+        let ring = builder.build().map_err(|e| libbpf_error(NAME, "ring buffer build", &e))?;
         let mut cgroups = CgroupPaths::new();
         let mut drops = DropCounter::default();
         let mut last_drops = Instant::now();
@@ -261,13 +267,13 @@ impl Source for ProcessKernel {
             } else if let Err(e) = ring.poll(POLL_TIMEOUT)
                 && e.kind() != ErrorKind::Interrupted
             {
-                return Err(libbpf_error("ring buffer poll", &e));
+                return Err(libbpf_error(NAME, "ring buffer poll", &e));
             }
             // With BPF_RB_NO_WAKEUP below the threshold, poll may time out with data waiting: always consume.
             if let Err(e) = ring.consume()
                 && e.kind() != ErrorKind::Interrupted
             {
-                return Err(libbpf_error("ring buffer consume", &e));
+                return Err(libbpf_error(NAME, "ring buffer consume", &e));
             }
             // Swap buffers so both keep their capacity across polls.
             std::mem::swap(&mut batch, &mut *pending.borrow_mut());
@@ -296,28 +302,12 @@ impl Source for ProcessKernel {
     }
 }
 
-/// Whether the agent may load tracing BPF programs: CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN, in the effective set.
-pub(crate) fn has_bpf_privilege() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return probe::is_root() };
-    let Some(eff) =
-        status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    else {
-        return probe::is_root();
-    };
-    let has = |cap: u32| eff & (1u64 << cap) != 0;
-    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
-}
-
 /// Opens the skeleton, writes the agent's tgid into rodata and loads it (no attach).
 fn open_and_load(storage: &mut MaybeUninit<OpenObject>, ring_bytes: Option<u32>) -> Result<SchedSkel<'_>, SourceError> {
-    // Only warnings from this attempt may explain its failure.
-    LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    let mut open = SchedSkelBuilder::default().open(storage).map_err(|e| libbpf_error("open", &e))?;
+    clear_libbpf_warnings();
+    let mut open = SchedSkelBuilder::default().open(storage).map_err(|e| libbpf_error(NAME, "open", &e))?;
     if let Some(bytes) = ring_bytes {
-        open.maps.events.set_max_entries(bytes).map_err(|e| libbpf_error("size events", &e))?;
+        open.maps.events.set_max_entries(bytes).map_err(|e| libbpf_error(NAME, "size events", &e))?;
     }
     let Some(rodata) = open.maps.rodata_data.as_deref_mut() else {
         return Err(SourceError::Failed {
@@ -327,85 +317,7 @@ fn open_and_load(storage: &mut MaybeUninit<OpenObject>, ring_bytes: Option<u32>)
         });
     };
     rodata.agent_tgid = std::process::id();
-    open.load().map_err(|e| {
-        let step = match failed_program() {
-            Some(prog) => format!("load {prog}"),
-            None => "load".to_owned(),
-        };
-        libbpf_error(&step, &e)
-    })
-}
-
-/// Maps a libbpf error to the contract: EPERM is a missing privilege (or, with privilege, a kernel policy that
-/// refuses), EOPNOTSUPP/EINVAL-on-missing-feature is unsupported, the rest a failed step.
-fn libbpf_error(step: &str, e: &libbpf_rs::Error) -> SourceError {
-    let detail = recent_libbpf_warnings();
-    let message = if detail.is_empty() { format!("{e:#}") } else { format!("{e:#} ({detail})") };
-    match e.kind() {
-        ErrorKind::PermissionDenied if !has_bpf_privilege() => {
-            SourceError::MissingPrivilege { backend: NAME, what: format!("{step}: {message}") }
-        }
-        ErrorKind::PermissionDenied | ErrorKind::Unsupported => {
-            SourceError::Unsupported { backend: NAME, what: format!("{step}: {message}") }
-        }
-        _ => SourceError::Failed { backend: NAME, step: step.to_owned(), message },
-    }
-}
-
-/// CLOCK_REALTIME - CLOCK_BOOTTIME in ns, read back to back.
-fn realtime_offset_ns() -> Result<i128, SourceError> {
-    use nix::time::{ClockId, clock_gettime};
-    let ns = |c: ClockId| {
-        clock_gettime(c)
-            .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
-            .map_err(|e| SourceError::Failed { backend: NAME, step: "read clocks".into(), message: e.to_string() })
-    };
-    let real = ns(ClockId::CLOCK_REALTIME)?;
-    let boot = ns(ClockId::CLOCK_BOOTTIME)?;
-    Ok(real - boot)
-}
-
-// --- libbpf log routing -------------------------------------------------------------------------------------------
-
-/// Last warning lines from libbpf, kept so a failed load can say which program and why.
-pub(crate) static LIBBPF_WARNINGS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
-const LIBBPF_WARNINGS_KEPT: usize = 16;
-
-/// Routes libbpf's output into `tracing` at debug (installed once per process).
-pub(crate) fn install_libbpf_logging() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        libbpf_rs::set_print(Some((PrintLevel::Debug, libbpf_print)));
-    });
-}
-
-fn libbpf_print(level: PrintLevel, msg: String) {
-    let msg = msg.trim_end();
-    tracing::debug!(target: "libbpf", "{msg}");
-    if level == PrintLevel::Warn {
-        let mut kept = LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() == LIBBPF_WARNINGS_KEPT {
-            kept.pop_front();
-        }
-        kept.push_back(msg.to_owned());
-    }
-}
-
-/// The program named in libbpf's last "prog 'X': failed to load" warning.
-pub(crate) fn failed_program() -> Option<String> {
-    let kept = LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
-    kept.iter().rev().find_map(|l| {
-        let rest = &l[l.find("prog '")? + 6..];
-        let name = &rest[..rest.find('\'')?];
-        rest.contains("failed").then(|| name.to_owned())
-    })
-}
-
-/// The last few libbpf warnings joined (and cleared), for an error message.
-pub(crate) fn recent_libbpf_warnings() -> String {
-    let mut kept = LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
-    let lines: Vec<String> = kept.drain(..).filter(|l| l.starts_with("libbpf:")).collect();
-    lines.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join("; ")
+    open.load().map_err(|e| load_error(NAME, &e))
 }
 
 // --- kill maps ----------------------------------------------------------------------------------------------------
@@ -453,13 +365,13 @@ impl KillEntries {
             skel.maps
                 .kill_exe_exact
                 .update(key, &idx.to_ne_bytes(), MapFlags::ANY)
-                .map_err(|e| libbpf_error("fill kill_exe_exact", &e))?;
+                .map_err(|e| libbpf_error(NAME, "fill kill_exe_exact", &e))?;
         }
         for (key, idx) in &self.prefixes {
             skel.maps
                 .kill_exe_prefix
                 .update(key, &idx.to_ne_bytes(), MapFlags::ANY)
-                .map_err(|e| libbpf_error("fill kill_exe_prefix", &e))?;
+                .map_err(|e| libbpf_error(NAME, "fill kill_exe_prefix", &e))?;
         }
         Ok(())
     }
