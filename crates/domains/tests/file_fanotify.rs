@@ -6,20 +6,17 @@
 //! Workloads run in child processes: the source drops the agent's own events, and here the test process is the
 //! agent. The tests take a shared lock, because every group sees every file event on the machine.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-use ringwatch_core::proc_table::ProcessTable;
-use ringwatch_core::sink::{MemorySink, Sink};
-use ringwatch_core::{
-    Activity, Domain, Event, Mode, Pipeline, PipelineStats, Shutdown, Source, SourceContext, SourceKind,
-};
+use ringwatch_core::{Activity, Domain, Event, Mode, Source, SourceKind};
 use ringwatch_domains::file::fanotify::{FileFanotify, FileFanotifyConfig, NAME};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -37,14 +34,8 @@ fn available() -> bool {
     *ok
 }
 
-/// A running source feeding a pipeline whose sink keeps every event in memory.
-struct Capture {
-    shutdown: Shutdown,
-    source: JoinHandle<Result<(), ringwatch_core::SourceError>>,
-    consumer: JoinHandle<()>,
-    events: Arc<Mutex<Vec<Event>>>,
-    stats: Arc<PipelineStats>,
-}
+/// The fanotify source running into an in-memory pipeline (the shared test harness).
+struct Capture(common::Running);
 
 /// What a stopped capture left.
 struct Stopped {
@@ -57,41 +48,18 @@ impl Capture {
     fn start(cfg: &FileFanotifyConfig) -> Capture {
         let source = FileFanotify::start(cfg).expect("probe said available, so start works");
         assert_eq!(source.name(), NAME);
-        let pipeline = Pipeline::new(1 << 18);
-        let stats = pipeline.stats();
-        let shutdown = Shutdown::new();
-        let ctx = SourceContext { events: pipeline.sender(NAME), shutdown: shutdown.clone() };
-        let memory = MemorySink::default();
-        let events = memory.events();
-        let consumer = thread::spawn(move || {
-            let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(memory)];
-            pipeline.run("test-host", &mut ProcessTable::empty(), &mut [], &mut sinks);
-        });
-        let source = thread::spawn(move || Box::new(source).run(ctx));
-        Capture { shutdown, source, consumer, events, stats }
+        Capture(common::Running::start(source, 1 << 18))
     }
 
     /// Waits until some event satisfies `pred` (true) or `timeout` passes (false).
     fn wait_for(&self, timeout: Duration, pred: impl Fn(&Event) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.events.lock().expect("sink lock").iter().any(&pred) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        false
+        self.0.wait_for(timeout, pred).is_some()
     }
 
     fn stop(self) -> Stopped {
-        self.shutdown.trigger();
-        let t = Instant::now();
-        self.source.join().expect("source thread did not panic").expect("source ran without error");
-        assert!(t.elapsed() < Duration::from_secs(2), "run returns soon after shutdown");
-        self.consumer.join().expect("consumer did not panic");
-        let events = std::mem::take(&mut *self.events.lock().expect("sink lock"));
-        let losses = self.stats.losses().get(NAME).copied().unwrap_or_default();
-        Stopped { events, losses }
+        let stopped = self.0.stop();
+        assert!(stopped.source_stopped_in < Duration::from_secs(2), "run returns soon after shutdown");
+        Stopped { events: stopped.events, losses: stopped.losses.get(NAME).copied().unwrap_or_default() }
     }
 }
 

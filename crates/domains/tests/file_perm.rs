@@ -7,18 +7,18 @@
 //! of one test would judge the execs of another. Rules are scoped to each test's temporary directory wherever the
 //! feature allows, so other processes on the machine are not refused anything.
 
+mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::thread::{self};
 use std::time::{Duration, Instant};
 
-use ringwatch_core::proc_table::ProcessTable;
-use ringwatch_core::sink::{MemorySink, Sink};
-use ringwatch_core::{Action, Activity, Decider, Domain, Event, Pipeline, Shutdown, Source, SourceContext};
+use ringwatch_core::{Action, Activity, Decider, Domain, Event, Source};
 use ringwatch_domains::file::fanotify::perm::{PermCounters, PermStats};
 use ringwatch_domains::file::fanotify::{FileFanotify, FileFanotifyConfig, NAME};
 use ringwatch_policy::Policy;
@@ -58,12 +58,9 @@ fn available() -> bool {
     }
 }
 
-/// The file source with its permission group, feeding a pipeline whose sink keeps every event.
+/// The file source with its permission group, running into an in-memory pipeline (the shared test harness).
 struct Agent {
-    shutdown: Shutdown,
-    source: JoinHandle<Result<(), ringwatch_core::SourceError>>,
-    consumer: JoinHandle<()>,
-    events: Arc<Mutex<Vec<Event>>>,
+    running: common::Running,
     /// `None` when the policy needs no verdicts (the monitor alone runs).
     stats: Option<Arc<PermStats>>,
 }
@@ -77,17 +74,8 @@ impl Agent {
             .expect("permission events are available, so start works");
         let stats = source.permission_stats();
         assert_eq!(stats.is_some(), !plan.is_empty(), "a permission group runs exactly when the plan needs one");
-        let pipeline = Pipeline::new(1 << 16);
-        let shutdown = Shutdown::new();
-        let ctx = SourceContext { events: pipeline.sender(NAME), shutdown: shutdown.clone() };
-        let memory = MemorySink::default();
-        let events = memory.events();
-        let consumer = thread::spawn(move || {
-            let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(memory)];
-            pipeline.run("test-host", &mut ProcessTable::empty(), &mut [], &mut sinks);
-        });
-        let source = thread::spawn(move || Box::new(source).run(ctx));
-        Agent { shutdown, source, consumer, events, stats }
+        assert_eq!(source.name(), NAME);
+        Agent { running: common::Running::start(source, 1 << 16), stats }
     }
 
     fn counters(&self) -> PermCounters {
@@ -96,23 +84,13 @@ impl Agent {
 
     /// Waits until an event satisfies `pred`; returns it.
     fn wait_for(&self, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Option<Event> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(e) = self.events.lock().expect("sink lock").iter().find(|e| pred(e)) {
-                return Some(e.clone());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.running.wait_for(timeout, pred)
     }
 
     fn stop(self) -> Vec<Event> {
-        self.shutdown.trigger();
-        let t = Instant::now();
-        self.source.join().expect("source did not panic").expect("source ran without error");
-        assert!(t.elapsed() < Duration::from_secs(3), "the source stops promptly");
-        self.consumer.join().expect("consumer did not panic");
-        std::mem::take(&mut *self.events.lock().expect("sink lock"))
+        let stopped = self.running.stop();
+        assert!(stopped.source_stopped_in < Duration::from_secs(3), "the source stops promptly");
+        stopped.events
     }
 }
 

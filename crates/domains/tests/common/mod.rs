@@ -1,4 +1,4 @@
-//! Shared by the process backend tests: a source running on its own thread, feeding a pipeline whose only sink keeps
+//! Shared by the backend tests: a source running on its own thread, feeding a pipeline whose only sink keeps
 //! every event in memory.
 
 #![allow(dead_code)] // each test binary uses a different subset
@@ -48,6 +48,18 @@ impl Running {
         });
         let source = thread::spawn(move || Box::new(source).run(ctx));
         Running { shutdown, source, consumer, events, stats }
+    }
+
+    /// Waits until an event satisfies `pred` and returns a copy of it; `None` once `timeout` passed.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(e) = self.events.lock().expect("sink lock").iter().find(|e| pred(e)) {
+                return Some(e.clone());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// The loss counters so far.
