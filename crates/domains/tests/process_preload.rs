@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{Running, Stopped};
+use common::{Running, Stopped, hook_lib};
 use nix::sys::socket::{
     AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, accept4, bind, connect, listen, recv, send, socket,
 };
@@ -54,36 +54,6 @@ fn skip() -> bool {
         return true;
     }
     false
-}
-
-/// The hook library, built once per test run.
-fn hook_lib() -> Option<&'static Path> {
-    static LIB: OnceLock<Option<PathBuf>> = OnceLock::new();
-    LIB.get_or_init(|| {
-        if let Some(p) = std::env::var_os(preload::HOOK_LIBRARY_ENV).map(PathBuf::from) {
-            return p.is_file().then_some(p);
-        }
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        // Same profile as this test binary, so `cargo test --release` tests the release hook.
-        let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "ringwatch-hook"]).current_dir(manifest);
-        if profile == "release" {
-            build.arg("--release");
-        }
-        if !build.status().ok()?.success() {
-            return None;
-        }
-        // target/<profile>/deps/process_preload-HASH -> target/<profile>/libringwatch_hook.so
-        let target = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(dir) => PathBuf::from(dir).join(profile),
-            None => std::env::current_exe().ok()?.parent()?.parent()?.to_path_buf(),
-        };
-        let lib = target.join(preload::HOOK_LIBRARY_NAME);
-        lib.is_file().then(|| fs::canonicalize(lib).ok()).flatten()
-    })
-    .as_deref()
 }
 
 /// The C helpers of `tests/data/`, compiled once.

@@ -4,7 +4,10 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -77,4 +80,34 @@ impl Running {
         let events = std::mem::take(&mut *self.events.lock().expect("sink lock"));
         Stopped { events, losses: self.stats.losses(), source_stopped_in }
     }
+}
+
+/// The hook library, built once per test run.
+pub fn hook_lib() -> Option<&'static Path> {
+    static LIB: OnceLock<Option<PathBuf>> = OnceLock::new();
+    LIB.get_or_init(|| {
+        if let Some(p) = std::env::var_os(ringwatch_domains::preload::HOOK_LIBRARY_ENV).map(PathBuf::from) {
+            return p.is_file().then_some(p);
+        }
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // Same profile as this test binary, so `cargo test --release` tests the release hook.
+        let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "ringwatch-hook"]).current_dir(manifest);
+        if profile == "release" {
+            build.arg("--release");
+        }
+        if !build.status().ok()?.success() {
+            return None;
+        }
+        // target/<profile>/deps/TEST-HASH -> target/<profile>/libringwatch_hook.so
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => PathBuf::from(dir).join(profile),
+            None => std::env::current_exe().ok()?.parent()?.parent()?.to_path_buf(),
+        };
+        let lib = target.join(ringwatch_domains::preload::HOOK_LIBRARY_NAME);
+        lib.is_file().then(|| fs::canonicalize(lib).ok()).flatten()
+    })
+    .as_deref()
 }
