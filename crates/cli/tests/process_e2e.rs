@@ -137,7 +137,7 @@ fn agent_keeps_running_when_a_hook_sends_garbage() {
         let sock = nix::sys::socket::socket(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::SeqPacket,
-            nix::sys::socket::SockFlag::empty(),
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
             None,
         )
         .expect("socket");

@@ -701,7 +701,7 @@ fn silent_agent_costs_one_timeout_not_one_per_call() {
     let Some(h) = helpers_unless_skipped() else { return };
     let sock_dir = tempfile::tempdir().expect("tempdir");
     let path = sock_dir.path().join("silent.sock");
-    let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::empty(), None).expect("socket");
+    let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).expect("socket");
     nix::sys::socket::bind(fd.as_raw_fd(), &UnixAddr::new(&path).expect("addr")).expect("bind");
     nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(64).expect("backlog")).expect("listen");
     let (_work, dir) = workdir();

@@ -584,7 +584,9 @@ impl SilentServer {
     fn start() -> SilentServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("silent.sock");
-        let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_NONBLOCK, None).expect("socket");
+        let fd =
+            socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
+                .expect("socket");
         bind(fd.as_raw_fd(), &UnixAddr::new(&path).expect("addr")).expect("bind");
         listen(&fd, Backlog::new(16).expect("backlog")).expect("listen");
         let stop = Arc::new(AtomicBool::new(false));
@@ -592,7 +594,7 @@ impl SilentServer {
         let thread = thread::spawn(move || {
             let mut held: Vec<OwnedFd> = Vec::new();
             while !flag.load(Ordering::SeqCst) {
-                match accept4(fd.as_raw_fd(), SockFlag::empty()) {
+                match accept4(fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
                     // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
                     Ok(c) => held.push(unsafe { OwnedFd::from_raw_fd(c) }),
                     Err(_) => thread::sleep(Duration::from_millis(5)),
@@ -724,7 +726,8 @@ fn a_live_agent_is_not_displaced_and_a_stale_socket_is_replaced() {
     // A socket nobody listens on any more (an agent that was killed): replaced.
     let stale = dir.path().join("stale.sock");
     {
-        let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::empty(), None).expect("socket");
+        // CLOEXEC: a child another test spawns meanwhile must not inherit (and keep alive) this listener.
+        let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).expect("socket");
         bind(fd.as_raw_fd(), &UnixAddr::new(&stale).expect("addr")).expect("bind");
         listen(&fd, Backlog::new(1).expect("backlog")).expect("listen");
     }
