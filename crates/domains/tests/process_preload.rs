@@ -726,10 +726,11 @@ fn a_live_agent_is_not_displaced_and_a_stale_socket_is_replaced() {
     // A socket nobody listens on any more (an agent that was killed): replaced.
     let stale = dir.path().join("stale.sock");
     {
-        // CLOEXEC: a child another test spawns meanwhile must not inherit (and keep alive) this listener.
+        // Bound but never listening, then closed: connecting gets ECONNREFUSED, as after a killed agent. Not
+        // listening matters: a child another test forks meanwhile could hold a listener open past this block
+        // (CLOEXEC only closes it at exec), and the new agent would then rightly see a live peer.
         let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).expect("socket");
         bind(fd.as_raw_fd(), &UnixAddr::new(&stale).expect("addr")).expect("bind");
-        listen(&fd, Backlog::new(1).expect("backlog")).expect("listen");
     }
     assert!(stale.exists());
     let agent = Agent::start_at(dir, stale.clone(), Arc::new(ObserveAll));
