@@ -413,20 +413,73 @@ pub struct NetworkInfo {
     pub bytes_in: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsInfo>,
+    /// The destination the process asked for, when a redirect rule sent the connection to the local proxy
+    /// (`ip:port`, IPv6 in brackets); `dst_ip`/`dst_port` then name the proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_dst: Option<String>,
+    /// The HTTP `Host` header the proxy saw on a plain HTTP connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpInfo>,
+    /// The TLS facts the proxy saw in the ClientHello.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInfo>,
+    /// How long the connection lasted, for `close` events (microseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
+}
+
+/// HTTP facts inside [`NetworkInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpInfo {
+    /// The `Host` header (without port), as sent by the client.
+    pub host: String,
+}
+
+/// TLS facts inside [`NetworkInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// The server name indication of the ClientHello.
+    pub sni: String,
+}
+
+/// The X11 window that had the input focus, inside [`KeystrokeInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowInfo {
+    /// `_NET_WM_NAME` (or `WM_NAME`).
+    #[serde(default)]
+    pub title: String,
+    /// The class part of `WM_CLASS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// `_NET_WM_PID`, when the client set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// Keystroke facts (DESIGN.md §4 `keystroke`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // the names are the contract's words
 pub struct KeystrokeInfo {
+    /// The input, one line (up to Enter) or what was typed before an idle flush; empty when redacted. Control
+    /// keys are written as `<BS>`, `<TAB>`, `<ESC>`, `^C`, ... so the text is printable.
     #[serde(default)]
     pub text: String,
+    /// How many keys (bytes of terminal input, key presses on X11) the event stands for; for redacted input the
+    /// only thing known about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u32>,
+    /// True when the input was read with echo off (a password prompt) and dropped in the kernel.
     #[serde(default)]
     pub redacted: bool,
+    /// The terminal, e.g. `pts/3` or `tty1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tty: Option<String>,
+    /// The focused window, for X11 input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowInfo>,
+    /// The ssh client address (`ip:port`) of the session, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// The sensor's own health report (domain `sensor`).

@@ -31,7 +31,10 @@ pub mod sink;
 pub mod source;
 
 pub use decide::{ContentCheck, Decider, Decision, ObserveAll, TimeoutVerdict};
-pub use event::{Action, Activity, Backend, Domain, Event, Mode, Process, SourceKind, Timestamp};
+pub use event::{
+    Action, Activity, Backend, DnsInfo, Domain, Event, FileInfo, HttpInfo, KeystrokeInfo, Mode, NetworkInfo, Process,
+    SensorInfo, SourceKind, Timestamp, TlsInfo, WindowInfo,
+};
 pub use pipeline::{EventSender, Pipeline, PipelineStats};
 pub use shutdown::Shutdown;
 pub use source::{Probe, Source, SourceContext, SourceError};
