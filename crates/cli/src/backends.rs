@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ringwatch_core::compiled::{ExecKillList, FilePermissionPlan};
+use ringwatch_core::compiled::{ExecKillList, FilePermissionPlan, KeystrokePlan, NetworkPlan};
 use ringwatch_core::{Decider, Domain, Mode, Probe, Source, SourceError, SourceKind};
 use ringwatch_domains::file::ebpf::{FileEbpf, FileEbpfConfig};
 use ringwatch_domains::file::fanotify::{FileFanotify, FileFanotifyConfig};
@@ -92,6 +92,7 @@ impl BackendSpec {
 }
 
 /// What backends need to start.
+#[allow(dead_code)] // `network` and `keystroke` are read once their backends are wired in (issues #5, #6)
 pub struct StartConfig {
     /// Exec rules the kernel enforces itself.
     pub exec_kill_list: ExecKillList,
@@ -103,6 +104,10 @@ pub struct StartConfig {
     pub file: FileFanotifyConfig,
     /// Opens and execs the fanotify permission group holds for a verdict (empty: no permission group).
     pub file_permission: FilePermissionPlan,
+    /// Network rules enforced in the kernel (block, redirect, throttle) and host rules for the proxy.
+    pub network: NetworkPlan,
+    /// Keystroke capture settings (capture is off unless the policy enables it).
+    pub keystroke: KeystrokePlan,
 }
 
 /// What `--mode` asks for one domain.

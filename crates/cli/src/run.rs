@@ -135,6 +135,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             ..Default::default()
         },
         file_permission: policy.file_permission_plan(),
+        network: policy.network_plan(),
+        keystroke: policy.keystroke_plan(),
     };
     let pipeline = Pipeline::new(QUEUE_CAPACITY);
     let agent_tx = pipeline.sender("agent");

@@ -413,6 +413,10 @@ pub struct NetworkInfo {
     pub bytes_in: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsInfo>,
+    /// The name the process resolved this destination from, when a DNS answer seen earlier by the same backend
+    /// gave this address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_name: Option<String>,
     /// The destination the process asked for, when a redirect rule sent the connection to the local proxy
     /// (`ip:port`, IPv6 in brackets); `dst_ip`/`dst_port` then name the proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ringwatch_core::compiled::{ExecKillList, FilePermissionPlan};
+use ringwatch_core::compiled::{ExecKillList, FilePermissionPlan, KeystrokePlan, NetworkPlan};
 use ringwatch_core::{Activity, ContentCheck, Decider, Decision, Domain, Event};
 
 use crate::compile::{self, Compiled};
@@ -159,6 +159,17 @@ impl Policy {
     /// The opens and execs the fanotify permission group must hold for a verdict (empty: no group needed).
     pub fn file_permission_plan(&self) -> FilePermissionPlan {
         self.file_plan.clone()
+    }
+
+    /// Network rules the kernel evaluates at connect/send, and host rules for the proxy (issue #5: network rules
+    /// are not compiled yet, so this is empty).
+    pub fn network_plan(&self) -> NetworkPlan {
+        NetworkPlan::default()
+    }
+
+    /// The `keystrokes` section (issue #6: not compiled yet, so capture is off).
+    pub fn keystroke_plan(&self) -> KeystrokePlan {
+        KeystrokePlan::default()
     }
 
     /// The `files` section (monitor exclusions, rate limit, verdict deadline).

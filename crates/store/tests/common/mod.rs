@@ -70,7 +70,7 @@ pub fn keys(id: &str, guid: &str, text: &str) -> Event {
     let mut ev = process(id, Activity::Input, 9, guid, None, "/bin/bash");
     ev.domain = Domain::Keystroke;
     ev.class_uid = ringwatch_core::event::class_uid_of(Domain::Keystroke, Activity::Input);
-    ev.keystroke = Some(KeystrokeInfo { text: text.to_owned(), redacted: false, tty: Some("pts/1".into()) });
+    ev.keystroke = Some(KeystrokeInfo { text: text.to_owned(), tty: Some("pts/1".into()), ..Default::default() });
     ev
 }
 

@@ -1,0 +1,1 @@
+//! Keystroke domain: `ebpf` backend (issue #6, being built).

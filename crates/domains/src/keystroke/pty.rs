@@ -1,0 +1,1 @@
+//! Keystroke domain: `pty` backend (issue #6, being built).

@@ -1,0 +1,1 @@
+//! Keystroke domain: `x11` backend (issue #6, being built).

@@ -1,0 +1,1 @@
+//! Network domain: `ebpf` backend (issue #5, being built).

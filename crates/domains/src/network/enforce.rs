@@ -1,0 +1,1 @@
+//! Network domain: `enforce` backend (issue #5, being built).

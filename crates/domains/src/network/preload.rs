@@ -1,0 +1,1 @@
+//! Network domain: `preload` backend (issue #5, being built).

@@ -1,0 +1,1 @@
+//! Network domain: `proxy` backend (issue #5, being built).

@@ -1,0 +1,1 @@
+//! Network domain: `sock_diag` backend (issue #5, being built).
