@@ -61,6 +61,8 @@ pub fn run(args: CollectArgs) -> Result<()> {
     let store_opts = StoreOptions {
         max_age: args.store_max_age.as_deref().map(parse_age).transpose()?,
         max_bytes: args.store_max_size.as_deref().map(parse_size).transpose()?,
+        // Keystroke retention is the agent's policy; a central store keeps what it receives for --store-max-age.
+        keystroke_max_age: None,
     };
     let opts = CollectOptions { nats, durable: args.durable.clone(), batch: args.batch, subject: args.subject.clone() };
     opts.check().map_err(|e| UsageError(e.to_string()))?;

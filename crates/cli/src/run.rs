@@ -86,9 +86,10 @@ pub struct RunArgs {
 /// Runs the agent until shutdown.
 pub fn run(args: RunArgs) -> Result<()> {
     let modes = ModeSpec::parse(&args.mode)?;
-    let store_opts = StoreOptions {
+    let mut store_opts = StoreOptions {
         max_age: Some(parse_age(&args.store_max_age)?),
         max_bytes: Some(parse_size(&args.store_max_size)?),
+        keystroke_max_age: None,
     };
     let spool_max_bytes = parse_size(&args.spool_max_size)?;
     if let Some(addr) = &args.metrics {
@@ -102,6 +103,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(path) => Policy::load(path)?,
         None => Policy::observe_only(),
     };
+    store_opts.keystroke_max_age = policy.keystroke_plan().retention;
     require_root("ringwatch run")?;
     for line in ringwatch_domains::probe::ensure_mounts() {
         tracing::info!("{line}");

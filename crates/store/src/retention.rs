@@ -17,6 +17,7 @@ use rusqlite::{Connection, params};
 use ringwatch_core::Timestamp;
 
 use crate::open::size_on_disk;
+use crate::store::StoreOptions;
 
 /// After a size pass the store should be at most this fraction of `max_bytes`.
 const SIZE_TARGET: f64 = 0.9;
@@ -29,6 +30,8 @@ const MAX_SIZE_ROUNDS: usize = 32;
 pub struct RetentionReport {
     /// Events deleted because they were older than `max_age`.
     pub by_age: u64,
+    /// Keystroke events deleted because they were older than the keystroke max age.
+    pub keystrokes_by_age: u64,
     /// Events deleted to bring the store under `max_bytes`.
     pub by_size: u64,
     /// Size on disk after the pass, bytes.
@@ -38,15 +41,20 @@ pub struct RetentionReport {
 impl RetentionReport {
     /// Everything deleted.
     pub fn total(&self) -> u64 {
-        self.by_age + self.by_size
+        self.by_age + self.keystrokes_by_age + self.by_size
     }
 
     /// Why, in a sentence for logs and the sensor event.
-    pub fn describe(&self, max_age: Option<Duration>, max_bytes: Option<u64>) -> String {
+    pub fn describe(&self, opts: &StoreOptions) -> String {
+        let (max_age, max_bytes) = (opts.max_age, opts.max_bytes);
         let mut reasons = Vec::new();
         if self.by_age > 0 {
             let age = max_age.map_or_else(String::new, |a| format!(" {}s", a.as_secs()));
             reasons.push(format!("{} older than the max age{age}", self.by_age));
+        }
+        if self.keystrokes_by_age > 0 {
+            let age = opts.keystroke_max_age.map_or_else(String::new, |a| format!(" {}s", a.as_secs()));
+            reasons.push(format!("{} keystroke events older than the keystroke max age{age}", self.keystrokes_by_age));
         }
         if self.by_size > 0 {
             let cap = max_bytes.map_or_else(String::new, |b| format!(" of {b} bytes"));
@@ -63,9 +71,18 @@ impl RetentionReport {
 
 /// Deletes events older than `max_age` (by event time). Returns how many.
 pub fn delete_older_than(conn: &Connection, max_age: Duration) -> rusqlite::Result<u64> {
+    delete_up_to_time(conn, age_cutoff(max_age), false, None)
+}
+
+/// Deletes events of `domain` older than `max_age`: keystrokes have their own, usually shorter, retention.
+pub fn delete_domain_older_than(conn: &Connection, domain: &str, max_age: Duration) -> rusqlite::Result<u64> {
+    delete_up_to_time(conn, age_cutoff(max_age), false, Some(domain))
+}
+
+/// `time_ns` of the moment `max_age` ago.
+fn age_cutoff(max_age: Duration) -> i64 {
     let cutoff = SystemTime::now().checked_sub(max_age).map_or(0, |t| Timestamp::from_system_time(t).0);
-    let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
-    delete_up_to_time(conn, cutoff, false)
+    i64::try_from(cutoff).unwrap_or(i64::MAX)
 }
 
 /// When the store is over `max_bytes`, deletes the oldest events until it is under [`SIZE_TARGET`] of it (or
@@ -99,27 +116,28 @@ pub fn shrink_to(conn: &Connection, path: &Path, max_bytes: u64) -> rusqlite::Re
             conn.query_row("SELECT time_ns FROM event_rows ORDER BY time_ns LIMIT 1 OFFSET ?1", [chunk - 1], |r| {
                 r.get(0)
             })?;
-        deleted += delete_up_to_time(conn, newest_deleted, true)?;
+        deleted += delete_up_to_time(conn, newest_deleted, true, None)?;
         give_back_space(conn)?;
     }
     Ok(deleted)
 }
 
-/// Deletes events with `time_ns < cutoff` (or `<=` when `inclusive`), and the process contexts only they used,
-/// in one transaction. Finding those contexts costs in proportion to what is deleted: the candidates are the
-/// contexts of the deleted rows (noted first in a temporary table), and each goes when the `ctx` index shows no
-/// row left.
-fn delete_up_to_time(conn: &Connection, cutoff: i64, inclusive: bool) -> rusqlite::Result<u64> {
+/// Deletes events with `time_ns < cutoff` (or `<=` when `inclusive`), of one `domain` or all, and the process
+/// contexts only they used, in one transaction. Finding those contexts costs in proportion to what is deleted: the
+/// candidates are the contexts of the deleted rows (noted first in a temporary table), and each goes when the
+/// `ctx` index shows no row left.
+fn delete_up_to_time(conn: &Connection, cutoff: i64, inclusive: bool, domain: Option<&str>) -> rusqlite::Result<u64> {
     let op = if inclusive { "<=" } else { "<" };
+    // ?2 is NULL for every domain.
+    let rows = format!(
+        "event_rows WHERE time_ns {op} ?1 AND (?2 IS NULL OR kind IN (SELECT kind FROM event_kinds WHERE domain = ?2))"
+    );
     let tx = conn.unchecked_transaction()?;
     tx.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS doomed_contexts (ctx INTEGER PRIMARY KEY); DELETE FROM doomed_contexts;",
     )?;
-    tx.execute(
-        &format!("INSERT OR IGNORE INTO doomed_contexts SELECT ctx FROM event_rows WHERE time_ns {op} ?1"),
-        params![cutoff],
-    )?;
-    let n = tx.execute(&format!("DELETE FROM event_rows WHERE time_ns {op} ?1"), params![cutoff])?;
+    tx.execute(&format!("INSERT OR IGNORE INTO doomed_contexts SELECT ctx FROM {rows}"), params![cutoff, domain])?;
+    let n = tx.execute(&format!("DELETE FROM {rows}"), params![cutoff, domain])?;
     tx.execute_batch(
         "DELETE FROM process_contexts WHERE ctx IN (SELECT ctx FROM doomed_contexts) \
          AND NOT EXISTS (SELECT 1 FROM event_rows e WHERE e.ctx = process_contexts.ctx); \

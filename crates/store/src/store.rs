@@ -40,6 +40,9 @@ pub struct StoreOptions {
     pub max_age: Option<Duration>,
     /// Keep the database (main file + WAL) under this many bytes, deleting the oldest events first.
     pub max_bytes: Option<u64>,
+    /// Delete keystroke events older than this (the policy's `keystrokes.retention`; usually shorter than
+    /// `max_age`, since keystrokes are the most sensitive data the sensor keeps).
+    pub keystroke_max_age: Option<Duration>,
 }
 
 /// An open store (read-write for the agent and the collector, read-only for hunting commands).
@@ -203,6 +206,13 @@ impl Store {
                 retention::give_back_space(&self.conn).map_err(sqlite)?;
             }
         }
+        if let Some(age) = self.opts.keystroke_max_age {
+            report.keystrokes_by_age =
+                retention::delete_domain_older_than(&self.conn, "keystroke", age).map_err(sqlite)?;
+            if report.keystrokes_by_age > 0 {
+                retention::give_back_space(&self.conn).map_err(sqlite)?;
+            }
+        }
         if let Some(max) = self.opts.max_bytes {
             report.by_size = retention::shrink_to(&self.conn, &self.path, max).map_err(sqlite)?;
         }
@@ -215,7 +225,7 @@ impl Store {
 
     fn report_retention(&mut self, report: &RetentionReport) -> Result<(), StoreError> {
         self.stats.retention_deleted.fetch_add(report.total(), Ordering::Relaxed);
-        let message = report.describe(self.opts.max_age, self.opts.max_bytes);
+        let message = report.describe(&self.opts);
         tracing::info!(path = %self.path.display(), deleted = report.total(), "{message}");
         let mut ev = Event::sensor(Activity::Drop, RETENTION_COMPONENT, message, Some(report.total()));
         ev.host.clone_from(&self.host);

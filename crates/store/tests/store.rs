@@ -131,7 +131,7 @@ fn retention_by_age_deletes_old_events_and_leaves_a_sensor_event() {
         store.insert(&bulk("old", 100, old, 10)).expect("old");
         store.insert(&bulk("fresh", 10, fresh, 10)).expect("fresh");
     }
-    let opts = StoreOptions { max_age: Some(Duration::from_secs(3600)), max_bytes: None };
+    let opts = StoreOptions { max_age: Some(Duration::from_secs(3600)), ..Default::default() };
     let store = Store::open(&path, &opts).expect("reopen applies retention");
     assert_eq!(store.stats().retention_deleted.load(Ordering::Relaxed), 100);
     assert_eq!(count(&store, "SELECT count(*) FROM files"), 10);
@@ -142,6 +142,32 @@ fn retention_by_age_deletes_old_events_and_leaves_a_sensor_event() {
     assert_eq!(report.rows[0][1], Value::Integer(100));
     let Value::Text(message) = &report.rows[0][2] else { panic!("message") };
     assert!(message.contains("100") && message.contains("max age"), "{message}");
+}
+
+#[test]
+fn keystrokes_have_their_own_shorter_retention() {
+    let (_dir, path) = store_path();
+    let old = Timestamp::from_system_time(SystemTime::now() - Duration::from_secs(7200));
+    {
+        let mut store = Store::open(&path, &StoreOptions::default()).expect("open");
+        let mut old_keys = keys("k-old", "g-1", "typed two hours ago");
+        old_keys.time = old;
+        store.insert(&[old_keys, keys("k-new", "g-1", "typed now")]).expect("keys");
+        store.insert(&bulk("old-file", 5, old, 10)).expect("files");
+    }
+    let opts = StoreOptions {
+        max_age: Some(Duration::from_secs(30 * 86_400)),
+        keystroke_max_age: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    };
+    let store = Store::open(&path, &opts).expect("reopen applies retention");
+    assert_eq!(store.stats().retention_deleted.load(Ordering::Relaxed), 1);
+    let texts = query(&store, "SELECT text FROM keystrokes");
+    assert_eq!(texts.rows, vec![vec![Value::Text("typed now".into())]]);
+    assert_eq!(count(&store, "SELECT count(*) FROM files"), 5, "other old events stay: their max age is 30 days");
+    let report = query(&store, "SELECT message FROM sensor WHERE activity = 'drop'");
+    let Value::Text(message) = &report.rows[0][0] else { panic!("message") };
+    assert!(message.contains("1 keystroke events older than the keystroke max age 3600s"), "{message}");
 }
 
 #[test]
@@ -158,7 +184,7 @@ fn retention_by_size_brings_the_file_under_the_cap_oldest_first() {
     assert!(before > 3 * cap, "the test needs a store well over the cap: {before}");
     drop(sink);
 
-    let opts = StoreOptions { max_age: None, max_bytes: Some(cap) };
+    let opts = StoreOptions { max_bytes: Some(cap), ..Default::default() };
     let mut store = Store::open(&path, &opts).expect("reopen");
     let stats = store.stats();
     let after = stats.size_bytes.load(Ordering::Relaxed);
@@ -419,7 +445,7 @@ fn retention_deletes_process_contexts_with_their_last_event() {
         store.insert(&events).expect("insert");
         assert_eq!(count(&store, "SELECT count(*) FROM process_contexts"), 2);
     }
-    let opts = StoreOptions { max_age: Some(Duration::from_secs(3600)), max_bytes: None };
+    let opts = StoreOptions { max_age: Some(Duration::from_secs(3600)), ..Default::default() };
     let store = Store::open(&path, &opts).expect("reopen applies retention");
     assert_eq!(count(&store, "SELECT count(*) FROM process_contexts WHERE guid = 'g-old'"), 0);
     assert_eq!(count(&store, "SELECT count(*) FROM events WHERE guid = 'g-shared'"), 1, "still has its process");
@@ -433,7 +459,7 @@ fn retention_deletes_process_contexts_with_their_last_event() {
 fn the_wal_stays_bounded_while_the_writer_keeps_committing() {
     let (_dir, path) = store_path();
     let cap: u64 = 64 << 20;
-    let mut store = Store::open(&path, &StoreOptions { max_age: None, max_bytes: Some(cap) }).expect("open");
+    let mut store = Store::open(&path, &StoreOptions { max_bytes: Some(cap), ..Default::default() }).expect("open");
     let wal = path.with_extension("db-wal");
     let start = Timestamp::now();
     let mut largest = 0;
