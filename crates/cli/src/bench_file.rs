@@ -6,7 +6,10 @@
 //! times its own loop. It runs with no sensor and with the agent in each configuration, round-robin for several
 //! rounds so the noisy machine affects all alike; medians are compared with the no-sensor median of the same run.
 //!
-//! Configurations: the kernel monitor (fanotify) with its default per-pid rate limit and with the limit off (a
+//! Configurations: `fanotify alone`, no agent but the monitor's own fanotify group (same flags, same filesystem
+//! mark and mask) read and discarded by a thread of the bench: what the kernel mechanism costs the storm by itself,
+//! the floor under every kernel configuration; the kernel monitor (fanotify) with its default per-pid rate limit
+//! and with the limit off (a
 //! policy `files: { max_events_per_pid: 0 }`, so it reports the whole storm); the monitor (no limit) plus the
 //! permission group for an exact-path deny rule on a file outside the storm (inode mark: no storm open waits) and an
 //! exec `sha256` rule; the same with a glob deny rule instead (`FAN_OPEN_PERM` on every filesystem: every open of
@@ -88,39 +91,41 @@ enum PolicyKind {
 
 struct Config {
     name: &'static str,
-    /// `--mode` for the agent (`None`: no sensor).
+    /// `--mode` for the agent (`None`: no agent).
     mode: Option<&'static str>,
     policy: PolicyKind,
     preload: bool,
+    /// No agent, but the monitor's fanotify group with the same flags and marks, read and discarded: the cost
+    /// of the kernel mechanism itself, the floor under "kernel monitor".
+    bare_fanotify: bool,
 }
 
-const CONFIGS: [Config; 6] = [
-    Config { name: "no sensor", mode: None, policy: PolicyKind::None, preload: false },
+impl Config {
+    const fn agent(name: &'static str, mode: &'static str, policy: PolicyKind) -> Config {
+        Config { name, mode: Some(mode), policy, preload: false, bare_fanotify: false }
+    }
+}
+
+const CONFIGS: [Config; 7] = [
+    Config { name: "no sensor", mode: None, policy: PolicyKind::None, preload: false, bare_fanotify: false },
     Config {
-        name: "kernel monitor (rate limit 2000/s)",
-        mode: Some("file=fanotify"),
+        name: "fanotify alone (same marks, no agent)",
+        mode: None,
         policy: PolicyKind::None,
         preload: false,
+        bare_fanotify: true,
     },
+    Config::agent("kernel monitor (rate limit 2000/s)", "file=fanotify", PolicyKind::None),
+    Config::agent("kernel monitor (no rate limit)", "file=fanotify", PolicyKind::Unlimited),
+    Config::agent("kernel + perm exact-path + sha256", "file=fanotify", PolicyKind::PermExact),
+    Config::agent("kernel + perm glob (every open waits)", "file=fanotify", PolicyKind::PermGlob),
     Config {
-        name: "kernel monitor (no rate limit)",
-        mode: Some("file=fanotify"),
-        policy: PolicyKind::Unlimited,
-        preload: false,
+        name: "user (preload)",
+        mode: Some("file=preload"),
+        policy: PolicyKind::None,
+        preload: true,
+        bare_fanotify: false,
     },
-    Config {
-        name: "kernel + perm exact-path + sha256",
-        mode: Some("file=fanotify"),
-        policy: PolicyKind::PermExact,
-        preload: false,
-    },
-    Config {
-        name: "kernel + perm glob (every open waits)",
-        mode: Some("file=fanotify"),
-        policy: PolicyKind::PermGlob,
-        preload: false,
-    },
-    Config { name: "user (preload)", mode: Some("file=preload"), policy: PolicyKind::None, preload: true },
 ];
 
 /// What one storm measured.
@@ -458,10 +463,14 @@ fn file_storm(
     {
         cmd.env("LD_PRELOAD", lib).env("RINGWATCH_HOOK_SOCKET", &socket);
     }
+    let bare = c.bare_fanotify.then(|| BareFanotify::start(storm_dir)).transpose()?;
     let cpu_before = agent.as_ref().map_or(0.0, |a| cpu_seconds(a.id()));
     let child = cmd.spawn().context("starting the storm")?;
     let storm_pid = child.id();
     let output = child.wait_with_output()?;
+    if let Some(bare) = bare {
+        bare.stop();
+    }
     if !output.status.success() {
         bail!("storm failed: {}", output.status);
     }
@@ -476,6 +485,36 @@ fn file_storm(
         let _ = fs::remove_file(&out);
     }
     Ok(sample)
+}
+
+/// The file monitor's fanotify group (same init flags, same filesystem mark and mask) on a thread that reads the
+/// events the way the monitor does (a wake-up, a short batching delay, reads until empty) and throws them away.
+struct BareFanotify {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl BareFanotify {
+    fn start(dir: &Path) -> Result<BareFanotify> {
+        use ringwatch_domains::file::fanotify::notify::NotifyGroup;
+        let group = NotifyGroup::open().context("fanotify_init")?;
+        group.mark_filesystem(dir).context("fanotify_mark")?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 << 10];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+                while matches!(group.read(&mut buf), Ok(n) if n > 0) {}
+            }
+        });
+        Ok(BareFanotify { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
 }
 
 fn exec_storm(work: &Path, round: u32, with_agent: bool, policies: &Policies, execs: u32) -> Result<Sample> {
