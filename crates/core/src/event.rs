@@ -247,15 +247,37 @@ impl Timestamp {
 
     /// RFC 3339 with nanoseconds, UTC: `2026-11-26T07:23:32.123456789Z`.
     pub fn to_rfc3339(self) -> String {
-        let nanos = i128::from(self.0);
-        match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-            Ok(t) => t
-                .format(time::macros::format_description!(
-                    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
-                ))
-                .unwrap_or_default(),
-            Err(_) => String::new(),
-        }
+        let mut buf = [0u8; RFC3339_LEN];
+        self.write_rfc3339(&mut buf).to_owned()
+    }
+
+    /// [`Timestamp::to_rfc3339`] into a stack buffer: every event is serialized with two timestamps, so this path
+    /// neither allocates nor interprets a format description. Every u64 of nanoseconds is before year 2555, so the
+    /// year always has four digits.
+    pub fn write_rfc3339(self, buf: &mut [u8; RFC3339_LEN]) -> &str {
+        let secs = self.0 / 1_000_000_000;
+        let nanos = (self.0 % 1_000_000_000) as u32;
+        let days = secs / 86_400;
+        let in_day = (secs % 86_400) as u32;
+        // Days since 1970-01-01 to a civil date; `time` does the calendar (u64 seconds are always in its range).
+        let date = time::Date::from_julian_day(UNIX_EPOCH_JULIAN_DAY + days as i32).unwrap_or(time::Date::MIN);
+        let mut w = 0;
+        let mut put = |value: u32, digits: usize, sep: u8| {
+            for i in (0..digits).rev() {
+                buf[w + i] = b'0' + (value / 10u32.pow((digits - 1 - i) as u32) % 10) as u8;
+            }
+            buf[w + digits] = sep;
+            w += digits + 1;
+        };
+        put(date.year().unsigned_abs(), 4, b'-');
+        put(u32::from(u8::from(date.month())), 2, b'-');
+        put(u32::from(date.day()), 2, b'T');
+        put(in_day / 3600, 2, b':');
+        put(in_day / 60 % 60, 2, b':');
+        put(in_day % 60, 2, b'.');
+        put(nanos, 9, b'Z');
+        // Only ASCII digits and separators were written.
+        std::str::from_utf8(&buf[..]).unwrap_or_default()
     }
 
     /// Parses what [`Timestamp::to_rfc3339`] writes (and any RFC 3339 time).
@@ -265,9 +287,16 @@ impl Timestamp {
     }
 }
 
+/// Length of [`Timestamp::to_rfc3339`]'s text.
+pub const RFC3339_LEN: usize = 30;
+
+/// Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        let mut buf = [0u8; RFC3339_LEN];
+        s.serialize_str(self.write_rfc3339(&mut buf))
     }
 }
 
@@ -587,5 +616,41 @@ pub fn class_uid_of(domain: Domain, activity: Activity) -> u32 {
         (Domain::File, _) => class_uid::FILE,
         (Domain::Keystroke, _) => class_uid::KEYSTROKE,
         (Domain::Sensor, _) => class_uid::SENSOR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the `time` crate's formatter writes, the reference for the hand-placed digits.
+    fn reference(t: Timestamp) -> String {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0))
+            .expect("u64 nanoseconds are in range")
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+            ))
+            .expect("formats")
+    }
+
+    #[test]
+    fn rfc3339_matches_the_time_crate_and_round_trips() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let samples = (0..20_000).map(|_| {
+            // xorshift: spread over the whole u64 range, plus the edges below.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        });
+        let edges = [0, 1, 999_999_999, 1_000_000_000, 951_782_400_000_000_000, 1_795_651_200_123_456_789, u64::MAX];
+        for t in samples.chain(edges).map(Timestamp) {
+            let text = t.to_rfc3339();
+            assert_eq!(text, reference(t), "{}", t.0);
+            assert_eq!(text.len(), RFC3339_LEN);
+            assert_eq!(Timestamp::parse_rfc3339(&text), Some(t));
+        }
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(Timestamp(951_782_400_000_000_007).to_rfc3339(), "2000-02-29T00:00:00.000000007Z");
     }
 }
