@@ -18,6 +18,7 @@
 //! - `bpf/`: the C eBPF programs, one skeleton per hook family, built by `build.rs`.
 
 pub mod file;
+mod kernel_ids;
 pub mod keystroke;
 mod libbpf_support;
 pub mod network;

@@ -1,11 +1,12 @@
 //! What every eBPF backend needs around libbpf, in one place: the privilege check, libbpf's log routed into
 //! `tracing` with the last warnings kept to explain a failed load, libbpf errors mapped to the [`SourceError`]
-//! contract, and the clock offset that turns BPF boot-time stamps into wall-clock time.
+//! contract, the clock offset that turns BPF boot-time stamps into wall-clock time, and the per-CPU drop counters
+//! every ring-buffer program keeps.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, Once};
 
-use libbpf_rs::{ErrorKind, PrintLevel};
+use libbpf_rs::{ErrorKind, MapCore, MapFlags, PrintLevel};
 use ringwatch_core::SourceError;
 
 use crate::probe;
@@ -109,4 +110,31 @@ fn recent_libbpf_warnings() -> String {
     let mut kept = LIBBPF_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
     let lines: Vec<String> = kept.drain(..).filter(|l| l.starts_with("libbpf:")).collect();
     lines.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join("; ")
+}
+
+/// Running total of a per-CPU `u64` counter at key 0 of a BPF array (every backend's `drops` map: records the
+/// ring buffer had no room for), read as the increase since the last read so it can be reported as a loss.
+#[derive(Debug, Default)]
+pub(crate) struct PerCpuCounter {
+    reported: u64,
+}
+
+impl PerCpuCounter {
+    /// The increase since the previous call; 0 when the map cannot be read (logged at debug for `backend`).
+    pub(crate) fn delta(&mut self, map: &impl MapCore, backend: &str) -> u64 {
+        let total = match map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
+            Ok(Some(per_cpu)) => per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+                .sum::<u64>(),
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::debug!(backend, error = %e, "reading a per-CPU counter failed");
+                return 0;
+            }
+        };
+        let delta = total.saturating_sub(self.reported);
+        self.reported = total;
+        delta
+    }
 }

@@ -25,10 +25,8 @@
 //! - `cgroup` is resolved from the cgroup v2 id by scanning the cgroup2 mount (cached; rescanned at most once a
 //!   second on a miss), so a process in a cgroup that is created and removed within that second gets none.
 
-use std::collections::HashMap;
 use std::mem::{MaybeUninit, offset_of, size_of};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -36,14 +34,16 @@ use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, OpenObject, RingBufferBuilde
 use ringwatch_core::compiled::ExecKillList;
 use ringwatch_core::event::Timestamp;
 use ringwatch_core::guid::{BootInfo, process_guid, start_time_from_ticks, ticks_from_boot_ns};
-use ringwatch_core::proc_table::{container_id_from_cgroup, split_nul, tty_name};
+use ringwatch_core::proc_table::{container_id_from_cgroup, split_nul};
 use ringwatch_core::{
     Action, Activity, Backend, Domain, Event, Mode, Probe, Process, Source, SourceContext, SourceError, SourceKind,
 };
 
 use crate::libbpf_support::{
-    clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error, realtime_offset_ns,
+    PerCpuCounter, clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error,
+    realtime_offset_ns,
 };
+use crate::kernel_ids::{CgroupPaths, tty};
 use crate::probe;
 
 // Generated code: not held to the workspace lints.
@@ -70,9 +70,6 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// How often the per-CPU `drops` counters are summed and reported.
 const DROPS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Least time between two scans of the cgroup2 tree for an unknown cgroup id.
-const CGROUP_RESCAN: Duration = Duration::from_secs(1);
 
 // Mirrors of process.h / common.h constants (#defines do not reach BTF, so the skeleton cannot generate them).
 const KIND_EXEC: u16 = 1;
@@ -255,7 +252,7 @@ impl Source for ProcessKernel {
         }
         let ring = builder.build().map_err(|e| libbpf_error(NAME, "ring buffer build", &e))?;
         let mut cgroups = CgroupPaths::new();
-        let mut drops = DropCounter::default();
+        let mut drops = PerCpuCounter::default();
         let mut last_drops = Instant::now();
         let mut links = Some(links);
         let mut batch = Vec::with_capacity(1024);
@@ -286,7 +283,7 @@ impl Source for ProcessKernel {
             }
             if stopping || last_drops.elapsed() >= DROPS_INTERVAL {
                 last_drops = Instant::now();
-                let lost = drops.delta(&skel);
+                let lost = drops.delta(&skel.maps.drops, NAME);
                 if lost > 0 {
                     ctx.events.count_lost_upstream(lost);
                 }
@@ -445,10 +442,6 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn tty(major: u32, minor: u32) -> Option<String> {
-    if major == 0 { None } else { tty_name(major, minor) }
-}
-
 /// Starts the event for one record (exec, fork or exit): its time and the identity every record type carries (pid,
 /// tid, ppid, start ticks, guid, start time, comm). A macro because the three records are distinct bindgen structs
 impl Decoder {
@@ -547,73 +540,6 @@ fn apply_context(p: &mut Process, id: &types::rw_proc_id, c: &types::rw_proc_ctx
     p.gid = c.gid;
     p.session_id = c.session_id;
     p.tty = tty(c.tty_major, c.tty_minor);
-}
-
-// --- counters and cgroups -----------------------------------------------------------------------------------------
-
-/// Running total of the per-CPU `drops` map, to report deltas.
-#[derive(Debug, Default)]
-struct DropCounter {
-    reported: u64,
-}
-
-impl DropCounter {
-    fn delta(&mut self, skel: &SchedSkel<'_>) -> u64 {
-        let total = match skel.maps.drops.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
-            Ok(Some(per_cpu)) => per_cpu
-                .iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
-                .sum::<u64>(),
-            Ok(None) => 0,
-            Err(e) => {
-                tracing::debug!(backend = NAME, error = %e, "reading drops failed");
-                return 0;
-            }
-        };
-        let delta = total.saturating_sub(self.reported);
-        self.reported = total;
-        delta
-    }
-}
-
-/// cgroup v2 id -> path (as /proc/PID/cgroup's `0::` line shows it), from the inode numbers of the cgroup2 tree.
-#[derive(Debug)]
-struct CgroupPaths {
-    root: Option<PathBuf>,
-    by_id: HashMap<u64, String>,
-    last_scan: Option<Instant>,
-}
-
-impl CgroupPaths {
-    fn new() -> Self {
-        CgroupPaths { root: probe::cgroup2_mount(), by_id: HashMap::new(), last_scan: None }
-    }
-
-    fn resolve(&mut self, id: u64) -> Option<String> {
-        if let Some(p) = self.by_id.get(&id) {
-            return Some(p.clone());
-        }
-        if self.last_scan.is_some_and(|t| t.elapsed() < CGROUP_RESCAN) {
-            return None;
-        }
-        self.last_scan = Some(Instant::now());
-        let root = self.root.clone()?;
-        self.by_id.clear();
-        scan_cgroups(&root, &root, &mut self.by_id);
-        self.by_id.get(&id).cloned()
-    }
-}
-
-fn scan_cgroups(root: &Path, dir: &Path, out: &mut HashMap<u64, String>) {
-    let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
-    let rel = dir.strip_prefix(root).map(|r| format!("/{}", r.to_string_lossy())).unwrap_or_else(|_| "/".into());
-    out.insert(meta.ino(), rel);
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            scan_cgroups(root, &entry.path(), out);
-        }
-    }
 }
 
 #[cfg(test)]
