@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use ringwatch_policy::{Enforcement, Policy};
+use ringwatch_policy::{Enforcement, Policy, RuleAction};
 
 /// Loads the policy (every error names its line and field; exit 2) and prints, per rule, where it is enforced.
 pub fn check(file: &Path) -> Result<()> {
@@ -13,9 +13,7 @@ pub fn check(file: &Path) -> Result<()> {
     for rule in policy.rules() {
         let id = rule.id();
         match rule.enforcement() {
-            Enforcement::NotEnforcing => {
-                println!("  {id}: {}, nothing to enforce", format!("{:?}", rule.action()).to_lowercase())
-            }
+            Enforcement::NotEnforcing => println!("  {id}: {}, nothing to enforce", rule.action()),
             Enforcement::KernelAtExec => {
                 let idx = kill.rule_ids.iter().position(|r| r == id);
                 let paths: Vec<&str> = kill
@@ -39,6 +37,26 @@ pub fn check(file: &Path) -> Result<()> {
                 rule.activities().iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
             ),
             Enforcement::AlertOnly { reason } => println!("  {id}: alerted, not refused: {reason}"),
+            Enforcement::NetworkKernel => println!(
+                "  {id}: {} enforced in the kernel at connect/send (network/ebpf cgroup programs){}",
+                rule.action(),
+                if matches!(rule.action(), RuleAction::Throttle { .. }) {
+                    "; the hook (preload) cannot throttle: alerted there"
+                } else {
+                    ", by the hook (preload) in user mode"
+                }
+            ),
+            Enforcement::NetworkProxyHost => println!(
+                "  {id}: block by host name in the proxy, on redirected connections only; elsewhere by the hook \
+                 (preload) when it knows the name, else alerted"
+            ),
+            Enforcement::NetworkHookOrAlert { reason } if matches!(rule.action(), RuleAction::Throttle { .. }) => {
+                println!("  {id}: {}: alerted, not enforced (no hook can throttle): {reason}", rule.action())
+            }
+            Enforcement::NetworkHookOrAlert { reason } => println!(
+                "  {id}: {} by the hook (preload) only; with the kernel backend it is alerted, not enforced: {reason}",
+                rule.action()
+            ),
         }
     }
     if let Some(t) = policy.exec_trust() {
@@ -64,5 +82,48 @@ pub fn check(file: &Path) -> Result<()> {
             if plan.needs_hash { "yes" } else { "no" }
         );
     }
+    print_network_and_keystrokes(&policy);
     Ok(())
+}
+
+/// The network plan (what the kernel and the proxy enforce) and whether keystrokes are captured.
+fn print_network_and_keystrokes(policy: &Policy) {
+    let net = policy.network_plan();
+    let network_rules = policy.rules().iter().filter(|r| r.domain() == ringwatch_core::Domain::Network).count();
+    if network_rules > 0 {
+        let kernel_enforced = policy.rules().iter().filter(|r| r.enforcement() == &Enforcement::NetworkKernel).count();
+        let user_only =
+            policy.rules().iter().filter(|r| matches!(r.enforcement(), Enforcement::NetworkHookOrAlert { .. })).count();
+        println!(
+            "  network: {network_rules} rule(s); {} in the kernel list ({kernel_enforced} enforcing), {} host rule(s) \
+             for the proxy, {user_only} outside the kernel (hook or alert); proxy: {}, throttling: {}",
+            net.rules.len(),
+            net.host_rules.len(),
+            if net.needs_proxy() { "yes" } else { "no" },
+            if net.needs_throttle() { "yes" } else { "no" }
+        );
+        if net.host_rules.iter().any(|h| h.action == ringwatch_core::compiled::NetAction::Block) && !net.needs_proxy() {
+            println!(
+                "  note: host rules act only on connections a kernel `redirect` rule sends to the proxy, and no rule \
+                 does"
+            );
+        }
+    }
+    let keys = policy.keystroke_plan();
+    if !keys.enabled {
+        println!("  keystrokes: capture off");
+        return;
+    }
+    let scope = |what: &str, n: usize| if n == 0 { format!("every {what}") } else { format!("{n} {what}(s)") };
+    println!(
+        "  keystrokes: capture ON for {}, {}, {}; echo-off redaction {}; idle flush {:?}; {} DLP pattern(s); \
+         retention {}",
+        scope("user", keys.uids.len()),
+        scope("group", keys.gids.len()),
+        if keys.ttys.is_empty() { "every terminal".to_owned() } else { format!("terminals {}", keys.ttys.join(", ")) },
+        if keys.redact_echo_off { "on" } else { "OFF" },
+        keys.idle_flush,
+        keys.alert_patterns.len(),
+        keys.retention.map_or_else(|| "the store's default".to_owned(), |d| format!("{}s", d.as_secs()))
+    );
 }

@@ -119,7 +119,7 @@ fn bad_file_policies_exit_2_naming_the_line() {
         ("on-timeout", "rules:\n  - id: a\n    domain: file\n    match: { path: /etc/shadow }\n    action: deny\n    on_timeout: alow\n".to_owned(), ":6: rules[0].on_timeout: unknown value `alow`"),
         ("kill", "rules:\n  - id: a\n    domain: file\n    match: { path: /etc/shadow }\n    action: kill\n".to_owned(), ":5: rules[0].action: `kill` does not apply to the file domain"),
         ("trust", "exec_trust:\n  mode: trusted_only\n  allow_paths: [\"/usr/**\", bin]\n".to_owned(), ":3: exec_trust.allow_paths[1]: relative path"),
-        ("network", "rules:\n  - id: a\n    domain: network\n    match: { dst: 10.0.0.1 }\n    action: block\n".to_owned(), ":3: rules[0].domain: domain `network` is not supported yet"),
+        ("keystroke", "rules:\n  - id: a\n    domain: keystroke\n    match: { exe: /a }\n    action: alert\n".to_owned(), ":3: rules[0].domain: domain `keystroke` rules are not supported"),
     ];
     for (name, text, expected) in cases {
         let path = dir.path().join(format!("{name}.yaml"));

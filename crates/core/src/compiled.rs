@@ -119,7 +119,9 @@ impl FilePermissionPlan {
 pub struct NetworkPlan {
     /// Kernel-evaluable rules in policy order (observe/alert rules too: an earlier exception must win).
     pub rules: Vec<NetRule>,
-    /// Host-name rules for the proxy: checked against the HTTP `Host` / TLS SNI of redirected connections.
+    /// Host-name rules for the proxy: checked against the HTTP `Host` / TLS SNI of redirected connections, in
+    /// policy order, first match wins (an `Observe`/`Alert` host rule before a `Block` one is an exception to it).
+    /// They apply to every connection a `Redirect` rule sent to the proxy, whatever that rule's position.
     pub host_rules: Vec<HostRule>,
 }
 
@@ -190,7 +192,7 @@ pub struct NetMatch {
     pub dst_ports: Vec<(u16, u16)>,
     /// Transport protocol; `None` is any.
     pub protocol: Option<NetProtocol>,
-    /// Real uids of the acting process.
+    /// Real uids of the acting process (a policy's `user` and `uid`, intersected when both are given).
     pub uids: Vec<u32>,
     /// Exact executable paths of the acting process (canonical, absolute).
     pub exe_exact: Vec<String>,
@@ -206,7 +208,10 @@ pub struct NetMatch {
 pub struct HostRule {
     /// The policy rule id.
     pub id: String,
-    /// Host-name globs (`*.example.com`, `example.com`), compared case-insensitively without a trailing dot.
+    /// Host-name globs (`*.example.com`, `example.com`), compared case-insensitively without a trailing dot. The
+    /// globs are stored lowercase without a trailing dot; `*` matches any run of characters, dots included (so
+    /// `*.example.com` matches `a.b.example.com` but not `example.com`), `?` one character, `[...]` a class
+    /// (`ringwatch_policy::HostSet` implements exactly this).
     pub hosts: Vec<String>,
     /// `Block` closes the connection before any byte reaches the server; `Alert` and `Observe` relay it.
     pub action: NetAction,

@@ -1,7 +1,8 @@
 //! The policy compiler: walks the YAML tree of [`crate::yaml`], checks every field, and turns each rule into a
-//! [`Rule`] with precompiled matchers, plus the top-level `files` and `exec_trust` sections. Every problem is
-//! collected (with its line and field path) instead of stopping at the first, so `ringwatch policy check` lists them
-//! all in one run.
+//! [`Rule`] with precompiled matchers, plus the top-level `files`, `exec_trust` and `keystrokes` sections. Every
+//! problem is collected (with its line and field path) instead of stopping at the first, so `ringwatch policy check`
+//! lists them all in one run. The network conditions and actions are read by `net`, the `keystrokes` section by
+//! `keystrokes` (both extend the same [`Compiler`]).
 //!
 //! A rule with any problem is dropped, and the policy as a whole is rejected when any rule has a problem: a
 //! half-loaded security policy is worse than a refused one.
@@ -13,10 +14,14 @@ use ringwatch_core::{Activity, Domain, TimeoutVerdict};
 
 use crate::error::{Problem, ProblemKind};
 use crate::file::{EXEC_TRUST_ID, ExecTrust, FileSettings};
+use crate::keystroke::KeystrokeSettings;
 use crate::pattern::{CmdlineSet, PathPattern, PathSet, build_glob};
 use crate::rule::{Conditions, Enforcement, Rule, RuleAction};
 use crate::users::UserDb;
 use crate::yaml::{self, Key, Node, Pos, Value};
+
+mod keystrokes;
+mod net;
 
 /// Fields of a rule.
 const RULE_FIELDS: &str = "id, domain, description, match, action, on_timeout, timeout_ms";
@@ -28,8 +33,12 @@ const NOT_FIELDS: &str = "exe, cmdline, parent_exe, user, uid";
 const FILE_MATCH_FIELDS: &str = "path, activity, exe, user, uid, sha256, not";
 /// Fields of a file `not` block.
 const FILE_NOT_FIELDS: &str = "path, exe, user, uid, sha256";
+/// Fields of a network `match` block.
+const NET_MATCH_FIELDS: &str = "dst, dst_port, protocol, exe, parent_exe, user, uid, cgroup, host, activity, not";
+/// Fields of a network `not` block.
+const NET_NOT_FIELDS: &str = "dst, dst_port, protocol, exe, parent_exe, user, uid, cgroup, host";
 /// Top-level fields.
-const TOP_FIELDS: &str = "rules, files, exec_trust (keystrokes and sigma are reserved)";
+const TOP_FIELDS: &str = "rules, files, exec_trust, keystrokes (sigma is reserved)";
 /// Fields of the `files` section.
 const FILES_FIELDS: &str = "exclude, max_events_per_pid, verdict_timeout_ms";
 /// Fields of the `exec_trust` section.
@@ -50,6 +59,8 @@ const ID_CHARS: &str = "letters, digits, `_`, `.` and `-`";
 const MATCH_ALL_HINT: &str = "to match every process say so: `match: { exe: \"/**\" }`";
 /// The hint given wherever a file rule has no condition.
 const FILE_MATCH_ALL_HINT: &str = "to match every file say so: `match: { path: \"/**\" }`";
+/// The hint given wherever a network rule has no condition.
+const NET_MATCH_ALL_HINT: &str = "to match all traffic say so: `match: { dst: [0.0.0.0/0, \"::/0\"] }`";
 /// Largest `timeout_ms` / `verdict_timeout_ms`: a process waits this long at most for one open.
 const MAX_TIMEOUT_MS: i128 = 60_000;
 
@@ -59,6 +70,7 @@ pub(crate) struct Compiled {
     pub rules: Vec<Rule>,
     pub files: FileSettings,
     pub exec_trust: Option<ExecTrust>,
+    pub keystrokes: KeystrokeSettings,
 }
 
 /// Compiles a policy text. `origin` names the file in problems.
@@ -137,7 +149,8 @@ impl Compiler<'_> {
                         "rules" => out.rules = self.rules(value),
                         "files" => out.files = self.files(value),
                         "exec_trust" => out.exec_trust = self.exec_trust(value),
-                        "keystrokes" | "sigma" => {
+                        "keystrokes" => out.keystrokes = self.keystrokes(value),
+                        "sigma" => {
                             let message = format!("the `{}` section is not supported yet", key.name);
                             self.report(key.pos, &key.name, ProblemKind::Unsupported, message);
                         }
@@ -210,7 +223,7 @@ impl Compiler<'_> {
         let domain = match domain_node {
             Some(n) => self.domain(n, &format!("{path}.domain"))?,
             None => {
-                let message = "missing; expected `process` or `file` (the domains implemented so far)";
+                let message = "missing; expected `process`, `file` or `network`";
                 self.report(node.pos, &format!("{path}.domain"), ProblemKind::MissingField, message);
                 return None;
             }
@@ -219,10 +232,7 @@ impl Compiler<'_> {
         let action = match action_node {
             Some(n) => self.action(n, &format!("{path}.action"), domain),
             None => {
-                let message = match domain {
-                    Domain::File => "missing; expected observe, alert or deny",
-                    _ => "missing; expected observe, alert, kill or deny",
-                };
+                let message = format!("missing; expected {}", expected_actions(domain));
                 self.report(node.pos, &format!("{path}.action"), ProblemKind::MissingField, message);
                 None
             }
@@ -230,7 +240,7 @@ impl Compiler<'_> {
         let block = match match_node {
             Some(n) => self.match_block(n, &format!("{path}.match"), domain),
             None => {
-                let hint = if domain == Domain::File { FILE_MATCH_ALL_HINT } else { MATCH_ALL_HINT };
+                let hint = match_all_hint(domain);
                 let message = format!("missing; a rule must say what it matches ({hint})");
                 self.report(node.pos, &format!("{path}.match"), ProblemKind::MissingField, message);
                 None
@@ -241,6 +251,7 @@ impl Compiler<'_> {
             // Hashes are computed at exec (and at open only when a rule asks for it explicitly).
             Domain::File if block.as_ref().is_some_and(|b| b.mentions_sha256) => vec![Activity::Exec],
             Domain::File => FILE_ACTIVITIES.to_vec(),
+            Domain::Network => vec![Activity::Connect, Activity::Send],
             _ => vec![Activity::Exec],
         };
         let activities = block.as_ref().and_then(|b| b.activities.clone()).unwrap_or(default_activities);
@@ -342,9 +353,11 @@ impl Compiler<'_> {
         match name {
             "process" => Some(Domain::Process),
             "file" => Some(Domain::File),
-            "network" | "keystroke" => {
-                let message =
-                    format!("domain `{name}` is not supported yet (only `process` and `file` are implemented)");
+            "network" => Some(Domain::Network),
+            "keystroke" => {
+                let message = "domain `keystroke` rules are not supported; keystroke capture and DLP alerts are \
+                               configured in the top-level `keystrokes:` section (enabled, users, groups, ttys, \
+                               alert_patterns)";
                 self.report(node.pos, field, ProblemKind::Unsupported, message);
                 None
             }
@@ -360,7 +373,10 @@ impl Compiler<'_> {
     }
 
     fn action(&mut self, node: &Node, field: &str, domain: Domain) -> Option<RuleAction> {
-        let expected = if domain == Domain::File { "observe, alert or deny" } else { "observe, alert, kill or deny" };
+        if domain == Domain::Network {
+            return self.net_action(node, field);
+        }
+        let expected = expected_actions(domain);
         let name = match &node.value {
             Value::Str(s) => s.as_str(),
             Value::Map(m) if m.len() == 1 => m[0].0.name.as_str(),
@@ -437,7 +453,7 @@ impl Compiler<'_> {
     fn match_block(&mut self, node: &Node, field: &str, domain: Domain) -> Option<Block> {
         let block = self.block(node, field, true, domain)?;
         if block.condition_fields == 0 {
-            let hint = if domain == Domain::File { FILE_MATCH_ALL_HINT } else { MATCH_ALL_HINT };
+            let hint = match_all_hint(domain);
             self.invalid(node, field, format!("no condition; {hint}"));
             return None;
         }
@@ -447,11 +463,14 @@ impl Compiler<'_> {
     /// A `match` block (`top`) or a `not` block of a `domain` rule.
     fn block(&mut self, node: &Node, field: &str, top: bool, domain: Domain) -> Option<Block> {
         let file = domain == Domain::File;
-        let expected = match (file, top) {
-            (false, true) => MATCH_FIELDS,
-            (false, false) => NOT_FIELDS,
-            (true, true) => FILE_MATCH_FIELDS,
-            (true, false) => FILE_NOT_FIELDS,
+        let net = domain == Domain::Network;
+        let expected = match (domain, top) {
+            (Domain::File, true) => FILE_MATCH_FIELDS,
+            (Domain::File, false) => FILE_NOT_FIELDS,
+            (Domain::Network, true) => NET_MATCH_FIELDS,
+            (Domain::Network, false) => NET_NOT_FIELDS,
+            (_, true) => MATCH_FIELDS,
+            (_, false) => NOT_FIELDS,
         };
         let Value::Map(entries) = &node.value else {
             let message = format!("expected a mapping of conditions ({expected}), found {}", node.value.kind());
@@ -472,11 +491,21 @@ impl Compiler<'_> {
                     self.report(key.pos, &f, ProblemKind::InvalidValue, message);
                     continue;
                 }
+                "path" | "sha256" | "cmdline" if net => {
+                    let message = format!("`{}` does not apply to network rules; expected one of {expected}", key.name);
+                    self.report(key.pos, &f, ProblemKind::UnknownField, message);
+                    continue;
+                }
                 "path" | "sha256" if !file => {
                     let message = format!("`{}` applies to `file` rules; expected one of {expected}", key.name);
                     self.report(key.pos, &f, ProblemKind::UnknownField, message);
                     continue;
                 }
+                "dst" if net => b.conditions.dst = self.networks(value, &f),
+                "dst_port" if net => b.conditions.dst_ports = self.ports(value, &f),
+                "protocol" if net => b.conditions.protocols = self.protocols(value, &f),
+                "cgroup" if net => b.conditions.cgroups = self.cgroups(value, &f),
+                "host" if net => b.conditions.hosts = self.hosts(value, &f),
                 "parent_exe" => b.conditions.parent_exe = self.paths(value, &f),
                 "cmdline" => b.conditions.cmdline = self.cmdlines(value, &f),
                 "path" => b.conditions.path = self.paths(value, &f),
@@ -670,6 +699,7 @@ impl Compiler<'_> {
     fn activities(&mut self, node: &Node, field: &str, domain: Domain) -> Option<Vec<Activity>> {
         let expected = match domain {
             Domain::File => "open, create, write, delete, rename, chmod or exec",
+            Domain::Network => "connect, accept, listen, close, send or dns",
             _ => "exec, fork or exit",
         };
         let mut out = Vec::new();
@@ -685,6 +715,12 @@ impl Compiler<'_> {
                 (Domain::File, "rename") => Activity::Rename,
                 (Domain::File, "chmod") => Activity::Chmod,
                 (Domain::File, "exec") => Activity::Exec,
+                (Domain::Network, "connect") => Activity::Connect,
+                (Domain::Network, "accept") => Activity::Accept,
+                (Domain::Network, "listen") => Activity::Listen,
+                (Domain::Network, "close") => Activity::Close,
+                (Domain::Network, "send") => Activity::Send,
+                (Domain::Network, "dns") => Activity::Dns,
                 (
                     _,
                     "exec" | "fork" | "exit" | "open" | "create" | "write" | "delete" | "rename" | "chmod" | "connect"
@@ -804,6 +840,24 @@ impl Compiler<'_> {
             None => PathSet::new(Vec::new()).ok()?,
         };
         Some(ExecTrust { allow_paths, allow_sha256, on_timeout, timeout, line: node.pos.line })
+    }
+}
+
+/// The actions of a domain, for messages.
+fn expected_actions(domain: Domain) -> &'static str {
+    match domain {
+        Domain::File => "observe, alert or deny",
+        Domain::Network => "observe, alert, block, redirect or { throttle: RATE }",
+        _ => "observe, alert, kill or deny",
+    }
+}
+
+/// How to say "every event" in a domain's `match`.
+fn match_all_hint(domain: Domain) -> &'static str {
+    match domain {
+        Domain::File => FILE_MATCH_ALL_HINT,
+        Domain::Network => NET_MATCH_ALL_HINT,
+        _ => MATCH_ALL_HINT,
     }
 }
 
@@ -943,10 +997,9 @@ mod tests {
         assert!(one(&rule("process", "{ throttle: 1MiB/s }")).message.contains("`throttle` does not apply"));
         assert!(one(&rule("process", "allow")).message.contains("use `observe`"));
 
-        let p = one(&rule("network", "block"));
+        let p = one(&rule("keystroke", "alert"));
         assert_eq!((p.line, p.field.as_str(), p.kind), (3, "rules[0].domain", ProblemKind::Unsupported));
-        assert_eq!(p.message, "domain `network` is not supported yet (only `process` and `file` are implemented)");
-        assert_eq!(one(&rule("keystroke", "alert")).kind, ProblemKind::Unsupported);
+        assert!(p.message.contains("configured in the top-level `keystrokes:` section"), "{p}");
         let p = one(&rule("printer", "kill"));
         assert_eq!((p.line, p.kind), (3, ProblemKind::InvalidValue));
         assert!(p.message.contains("unknown domain `printer`"), "{p}");
@@ -1005,13 +1058,7 @@ mod tests {
     #[test]
     fn reserved_sections_are_not_silently_ignored() {
         let s = summary("keystrokes:\n  enabled: true\nsigma: [rules/**/*.yml]\nrules: []\n");
-        assert_eq!(
-            s,
-            vec![
-                (1, "keystrokes".to_owned(), ProblemKind::Unsupported),
-                (3, "sigma".to_owned(), ProblemKind::Unsupported)
-            ]
-        );
+        assert_eq!(s, vec![(3, "sigma".to_owned(), ProblemKind::Unsupported)]);
     }
 
     #[test]
@@ -1041,7 +1088,7 @@ sigma: []
 ";
         let s = summary(text);
         let lines: Vec<u32> = s.iter().map(|p| p.0).collect();
-        assert_eq!(lines, vec![4, 4, 7, 13, 14, 15], "{s:#?}");
+        assert_eq!(lines, vec![4, 4, 13, 14, 15], "{s:#?}");
         assert_eq!(s[0].1, "rules[0].match.exe");
         assert_eq!(s[1].1, "rules[0].match.cmdline");
     }

@@ -1,5 +1,6 @@
 //! [`Policy`]: the loaded rules, the [`Decider`] that evaluates them (first match in file order wins), and the
-//! compiled per-backend forms (the kernel's [`ExecKillList`], the fanotify [`FilePermissionPlan`]).
+//! compiled per-backend forms (the kernel's [`ExecKillList`], the fanotify [`FilePermissionPlan`], the network
+//! [`NetworkPlan`], the [`KeystrokePlan`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,8 @@ use ringwatch_core::{Activity, ContentCheck, Decider, Decision, Domain, Event};
 use crate::compile::{self, Compiled};
 use crate::error::PolicyError;
 use crate::file::{self, EXEC_TRUST_ID, ExecTrust, FileSettings, Trust};
+use crate::keystroke::{Dlp, KeystrokeSettings};
+use crate::network_plan;
 use crate::pattern::PathPattern;
 use crate::rule::{Enforcement, MatchContext, Rule, RuleAction};
 use crate::users::UserDb;
@@ -31,6 +34,8 @@ pub struct Policy {
     exec_trust: Option<ExecTrust>,
     trust_hits: AtomicU64,
     file_plan: FilePermissionPlan,
+    network_plan: NetworkPlan,
+    keystrokes: KeystrokeSettings,
 }
 
 /// What decided an event: a rule, or the `exec_trust` gate.
@@ -76,10 +81,13 @@ impl Policy {
     }
 
     fn from_compiled(origin: &str, compiled: Compiled) -> Policy {
-        let Compiled { mut rules, files, mut exec_trust } = compiled;
+        let Compiled { mut rules, files, mut exec_trust, keystrokes } = compiled;
         for i in 0..rules.len() {
-            rules[i].enforcement = enforcement_of(&rules[..i], &rules[i]);
+            if rules[i].domain != Domain::Network {
+                rules[i].enforcement = enforcement_of(&rules[..i], &rules[i]);
+            }
         }
+        let network_plan = network_plan::assign(&mut rules);
         // File paths are reported canonical (symlinks resolved): `/bin/x` on a merged-/usr system is opened as
         // `/usr/bin/x`. Exact paths and prefixes of file rules also match their canonical form.
         for rule in rules.iter_mut().filter(|r| r.domain == Domain::File) {
@@ -104,6 +112,8 @@ impl Policy {
             exec_trust,
             trust_hits: AtomicU64::new(0),
             file_plan,
+            network_plan,
+            keystrokes,
         }
     }
 
@@ -161,15 +171,21 @@ impl Policy {
         self.file_plan.clone()
     }
 
-    /// Network rules the kernel evaluates at connect/send, and host rules for the proxy (issue #5: network rules
-    /// are not compiled yet, so this is empty).
+    /// Network rules the kernel evaluates at connect/send (in policy order, observe/alert exceptions included),
+    /// and the host rules for the proxy. Rules the kernel cannot evaluate are not in it; [`Rule::enforcement`] says
+    /// where each rule is enforced instead (see [`crate::network_plan`]).
     pub fn network_plan(&self) -> NetworkPlan {
-        NetworkPlan::default()
+        self.network_plan.clone()
     }
 
-    /// The `keystrokes` section (issue #6: not compiled yet, so capture is off).
+    /// The `keystrokes` section: capture is off unless it says `enabled: true`.
     pub fn keystroke_plan(&self) -> KeystrokePlan {
-        KeystrokePlan::default()
+        self.keystrokes.plan.clone()
+    }
+
+    /// The compiled DLP patterns of the `keystrokes` section (applied by [`PolicyStage`](crate::PolicyStage)).
+    pub fn dlp(&self) -> &Dlp {
+        &self.keystrokes.dlp
     }
 
     /// The `files` section (monitor exclusions, rate limit, verdict deadline).
@@ -250,10 +266,19 @@ impl Decider for Policy {
     }
 
     /// True when some `domain` rule denies or kills; for files also when the `exec_trust` gate is on (it refuses
-    /// execs, which the file hooks see as opens of the binary).
+    /// execs, which the file hooks see as opens of the binary); for the network only when some rule blocks or
+    /// redirects (a throttle never holds a connect).
     fn may_deny(&self, domain: Domain) -> bool {
-        (domain == Domain::File && self.exec_trust.is_some())
-            || self.rules.iter().any(|r| r.domain == domain && r.action.is_enforcing())
+        match domain {
+            Domain::Network => self
+                .rules
+                .iter()
+                .any(|r| r.domain == domain && matches!(r.action, RuleAction::Block | RuleAction::Redirect)),
+            _ => {
+                (domain == Domain::File && self.exec_trust.is_some())
+                    || self.rules.iter().any(|r| r.domain == domain && r.action.is_enforcing())
+            }
+        }
     }
 }
 

@@ -10,9 +10,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use ringwatch_core::compiled::NetProtocol;
 use ringwatch_core::{Action, Activity, Domain, Event, TimeoutVerdict};
 
+use crate::network::{self, HostSet, IpNet};
 use crate::pattern::{CmdlineSet, PathSet};
+use crate::units::format_rate;
 
 /// What a rule does when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,6 +28,15 @@ pub enum RuleAction {
     Kill,
     /// For the process domain, the same as [`RuleAction::Kill`]; other domains will refuse the act instead.
     Deny,
+    /// Network: refuse the connect/send (`blocked`).
+    Block,
+    /// Network: send the connection to the local proxy (`redirected`).
+    Redirect,
+    /// Network: limit the socket's egress to this rate (`throttled`).
+    Throttle {
+        /// Bytes per second.
+        bytes_per_sec: u64,
+    },
 }
 
 impl RuleAction {
@@ -35,12 +47,15 @@ impl RuleAction {
             RuleAction::Alert => "alert",
             RuleAction::Kill => "kill",
             RuleAction::Deny => "deny",
+            RuleAction::Block => "block",
+            RuleAction::Redirect => "redirect",
+            RuleAction::Throttle { .. } => "throttle",
         }
     }
 
-    /// True for actions that stop something (kill, deny).
+    /// True for actions that act on something (kill, deny, block, redirect, throttle).
     pub fn is_enforcing(self) -> bool {
-        matches!(self, RuleAction::Kill | RuleAction::Deny)
+        !matches!(self, RuleAction::Observe | RuleAction::Alert)
     }
 
     /// The event action a match of a `domain` rule decides. For the process domain `deny` is `kill`: the
@@ -51,13 +66,20 @@ impl RuleAction {
             (RuleAction::Alert, _) => Action::Alerted,
             (RuleAction::Kill, _) | (RuleAction::Deny, Domain::Process) => Action::Killed,
             (RuleAction::Deny, _) => Action::Denied,
+            (RuleAction::Block, _) => Action::Blocked,
+            (RuleAction::Redirect, _) => Action::Redirected,
+            (RuleAction::Throttle { .. }, _) => Action::Throttled,
         }
     }
 }
 
 impl fmt::Display for RuleAction {
+    /// The policy word; a throttle with its rate (`throttle 1MiB/s`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            RuleAction::Throttle { bytes_per_sec } => write!(f, "throttle {}", format_rate(*bytes_per_sec)),
+            other => f.write_str(other.as_str()),
+        }
     }
 }
 
@@ -87,6 +109,27 @@ pub enum Enforcement {
         /// Why, for `ringwatch policy check`.
         reason: String,
     },
+    /// A network `block`/`redirect`/`throttle` rule in the kernel's
+    /// [`NetworkPlan`](ringwatch_core::compiled::NetworkPlan): the cgroup `sock_addr` programs act at connect and
+    /// unconnected send, before a packet leaves. With the network domain in user mode, the preload hooks enforce
+    /// `block` and `redirect` instead (they ask the [`Decider`](ringwatch_core::Decider) before connect and the
+    /// first send to a destination); a hook cannot throttle, so there a throttle rule's matches are `alerted`.
+    NetworkKernel,
+    /// A network `block` rule whose only condition is `host`: a
+    /// [`HostRule`](ringwatch_core::compiled::HostRule) the proxy applies to the HTTP `Host` / TLS SNI of
+    /// connections that a `redirect` rule sent to it. Traffic that is not redirected is not refused by it: the
+    /// preload hooks refuse it in user mode when they know the name (`network.dst_name`), and otherwise matching
+    /// events are reported `alerted`.
+    NetworkProxyHost,
+    /// A network `block`/`redirect`/`throttle` rule the kernel cannot evaluate (the reason says why). In user mode
+    /// the preload hooks enforce `block`/`redirect` synchronously through the
+    /// [`Decider`](ringwatch_core::Decider) at connect and first send (not at name lookups, which they only
+    /// report); with the kernel backend (or `sock_diag`), and for `throttle` everywhere, nothing acts on the
+    /// traffic and matching events are reported `alerted` after the fact.
+    NetworkHookOrAlert {
+        /// Why the kernel cannot evaluate it, for `ringwatch policy check`.
+        reason: String,
+    },
 }
 
 /// One `match` (or `not`) block: every given condition must hold.
@@ -101,6 +144,16 @@ pub struct Conditions {
     pub(crate) path: Option<PathSet>,
     /// File rules: SHA-256 digests, 64 lowercase hex digits each.
     pub(crate) sha256: Option<Vec<String>>,
+    /// Network rules: destination networks (any of).
+    pub(crate) dst: Option<Vec<IpNet>>,
+    /// Network rules: destination port ranges, inclusive (any of).
+    pub(crate) dst_ports: Option<Vec<(u16, u16)>>,
+    /// Network rules: transport protocols (any of).
+    pub(crate) protocols: Option<Vec<NetProtocol>>,
+    /// Network rules: cgroup v2 paths relative to the cgroup2 mount; the process is in one of them or below.
+    pub(crate) cgroups: Option<Vec<String>>,
+    /// Network rules: host-name globs, matched against the DNS query, HTTP Host, TLS SNI and resolved name.
+    pub(crate) hosts: Option<HostSet>,
 }
 
 impl Conditions {
@@ -139,6 +192,31 @@ impl Conditions {
         self.uids.as_deref()
     }
 
+    /// Network rules: the destination networks, if any.
+    pub fn dst(&self) -> Option<&[IpNet]> {
+        self.dst.as_deref()
+    }
+
+    /// Network rules: the destination port ranges, if any.
+    pub fn dst_ports(&self) -> Option<&[(u16, u16)]> {
+        self.dst_ports.as_deref()
+    }
+
+    /// Network rules: the protocols, if any.
+    pub fn protocols(&self) -> Option<&[NetProtocol]> {
+        self.protocols.as_deref()
+    }
+
+    /// Network rules: the cgroup paths, if any.
+    pub fn cgroups(&self) -> Option<&[String]> {
+        self.cgroups.as_deref()
+    }
+
+    /// Network rules: the host-name globs, if any.
+    pub fn hosts(&self) -> Option<&HostSet> {
+        self.hosts.as_ref()
+    }
+
     /// True when no condition is given.
     pub fn is_empty(&self) -> bool {
         self.exe.is_none()
@@ -148,6 +226,20 @@ impl Conditions {
             && self.uids.is_none()
             && self.path.is_none()
             && self.sha256.is_none()
+            && self.dst.is_none()
+            && self.dst_ports.is_none()
+            && self.protocols.is_none()
+            && self.cgroups.is_none()
+            && self.hosts.is_none()
+    }
+
+    /// The uids the block allows (`user` and `uid` both hold when both are given); `None` when it names none.
+    pub(crate) fn allowed_uids(&self) -> Option<Vec<u32>> {
+        match (&self.users, &self.uids) {
+            (None, None) => None,
+            (Some(a), None) | (None, Some(a)) => Some(a.clone()),
+            (Some(a), Some(b)) => Some(a.iter().copied().filter(|u| b.contains(u)).collect()),
+        }
     }
 
     /// Names of the conditions other than `exe` that are present (for "why not in the kernel" reasons).
@@ -203,8 +295,45 @@ impl Conditions {
                 return false;
             }
         }
+        if !self.matches_network(cx.ev) {
+            return false;
+        }
         if let Some(s) = &self.cmdline
             && !s.is_match(cx.joined_cmdline())
+        {
+            return false;
+        }
+        true
+    }
+
+    /// The network conditions (destination, port, protocol, cgroup, host) hold; true when there are none.
+    fn matches_network(&self, ev: &Event) -> bool {
+        if self.dst.is_some() || self.dst_ports.is_some() {
+            let (ip, port) = network::destination(ev);
+            if let Some(nets) = &self.dst
+                && !ip.is_some_and(|ip| nets.iter().any(|n| n.contains(ip)))
+            {
+                return false;
+            }
+            if let Some(ranges) = &self.dst_ports
+                && !port.is_some_and(|p| ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&p)))
+            {
+                return false;
+            }
+        }
+        if let Some(protocols) = &self.protocols
+            && !network::protocol(ev).is_some_and(|p| protocols.contains(&p))
+        {
+            return false;
+        }
+        if let Some(cgroups) = &self.cgroups {
+            let Some(cg) = ev.process.cgroup.as_deref() else { return false };
+            if !cgroups.iter().any(|c| network::cgroup_within(cg, c)) {
+                return false;
+            }
+        }
+        if let Some(hosts) = &self.hosts
+            && !network::host_names(ev).any(|h| hosts.is_match(h))
         {
             return false;
         }

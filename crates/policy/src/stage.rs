@@ -17,6 +17,17 @@
 //! Rules with a `sha256` condition never match monitor events (they carry no hash), and the `exec_trust` gate
 //! judges a monitor exec only when its path alone decides.
 //!
+//! **Network events.** `block`, `redirect` and `throttle` are enforced only by the backend that holds the
+//! connect/send: the kernel's cgroup programs, the proxy (host rules) or the preload hooks. Their events arrive
+//! with the action set (`blocked`, `redirected`, `throttled`) and are left alone here. A network event that is still
+//! `observed` and matches such a rule was not acted on by anyone (a rule the kernel cannot evaluate, a host rule
+//! on traffic that was not redirected, the `sock_diag` backend, or a monitor event of traffic the kernel let
+//! through): it becomes `alerted` with the rule id, never `blocked`. The agent's own network events (the proxy
+//! relaying redirected connections to their real destination) are not judged.
+//!
+//! **Keystroke events.** The `keystrokes.alert_patterns` DLP patterns run here, before any sink sees the event:
+//! matches are masked and the event becomes `alerted` with the pattern id (see [`crate::keystroke`]).
+//!
 //! Before signalling, the stage checks that the pid still belongs to the process of the event (same start time
 //! in /proc/PID/stat), so a pid reused since the event is never killed. A small window between that check and
 //! the signal remains (closing it needs pidfds, which have no safe wrapper in our dependencies yet).
@@ -44,7 +55,10 @@ use crate::rule::RuleAction;
 ///   to another process, or the signal fails) nothing was enforced, and the event says so by being `alerted`
 ///   with the rule id and no `enforcement_delay_us`;
 /// - a `deny` rule (or the `exec_trust` gate) on a file event sets `action = alerted` and `rule`: the act already
-///   happened (see the module documentation).
+///   happened (see the module documentation);
+/// - a `block`/`redirect`/`throttle` rule on a network event sets `action = alerted` and `rule`: nobody acted on it;
+/// - for a keystroke event (whatever its action), DLP patterns mask their matches in the text; the first matching
+///   pattern marks a still-`observed` event `alerted` with its id.
 #[derive(Debug, Clone)]
 pub struct PolicyStage {
     policy: Arc<Policy>,
@@ -69,8 +83,15 @@ impl PolicyStage {
 
 impl Stage for PolicyStage {
     fn apply(&mut self, ev: &mut Event, table: &ProcessTable) {
+        if ev.domain == Domain::Keystroke {
+            self.policy.dlp().apply(ev);
+            return;
+        }
         if self.policy.is_observe_only() || ev.action != Action::Observed || ev.rule.is_some() {
             return;
+        }
+        if ev.domain == Domain::Network && ev.process.pid == std::process::id() {
+            return; // the agent's own traffic: the proxy relaying redirected connections
         }
         let parent_exe = table.get(ev.process.ppid).map(|p| p.exe.as_str());
         let Some(verdict) = self.policy.judge(ev, parent_exe) else { return };
@@ -86,6 +107,8 @@ impl Stage for PolicyStage {
                     ev.enforcement_delay_us = Some(Timestamp::now().0.saturating_sub(ev.time.0) / 1_000);
                 }
             }
+            // Never claim an enforcement nobody did: the backend that holds the connect sets these itself.
+            RuleAction::Block | RuleAction::Redirect | RuleAction::Throttle { .. } => ev.action = Action::Alerted,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use ringwatch_core::Domain;
-use ringwatch_policy::{Enforcement, Policy, PolicyError, ProblemKind, RuleAction};
+use ringwatch_policy::{Enforcement, Policy, PolicyError, ProblemKind, RuleAction, UserDb};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
@@ -25,21 +25,26 @@ fn the_design_process_rule_loads() {
 }
 
 #[test]
-fn the_full_design_sketch_reports_what_is_not_supported_yet() {
-    let err = Policy::load(&data("design_sketch.yaml")).expect_err("other domains are not implemented");
+fn the_full_design_sketch_loads_except_sigma() {
+    let path = data("design_sketch.yaml");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let users = UserDb::from_passwd("root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n");
+    let err = Policy::from_str_with_users(&text, "design_sketch.yaml", &users).expect_err("sigma is reserved");
     let got: Vec<(u32, &str, ProblemKind)> =
         err.problems().iter().map(|p| (p.line, p.field.as_str(), p.kind)).collect();
-    assert_eq!(
-        got,
-        vec![
-            (12, "rules[2].domain", ProblemKind::Unsupported),
-            (16, "rules[3].domain", ProblemKind::Unsupported),
-            (20, "rules[4].domain", ProblemKind::Unsupported),
-            (23, "keystrokes", ProblemKind::Unsupported),
-            (28, "sigma", ProblemKind::Unsupported),
-        ],
-        "{err}"
-    );
+    assert_eq!(got, vec![(28, "sigma", ProblemKind::Unsupported)], "{err}");
+
+    // Without the reserved `sigma` line the sketch is a working policy.
+    let text = text.replace("sigma: [rules/linux/**/*.yml]\n", "");
+    let policy = Policy::from_str_with_users(&text, "design_sketch.yaml", &users).expect("valid");
+    let plan = policy.network_plan();
+    let ids: Vec<&str> = plan.rules.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["no-metadata", "web-through-proxy", "slow-backup"]);
+    assert!(policy.rules()[2..].iter().all(|r| r.enforcement() == &Enforcement::NetworkKernel));
+    let keys = policy.keystroke_plan();
+    assert!(keys.enabled && keys.redact_echo_off);
+    assert_eq!(keys.uids, vec![1000]);
+    assert_eq!(keys.alert_patterns.len(), 1);
 }
 
 #[test]
