@@ -459,6 +459,11 @@ pub struct NetworkInfo {
     /// How long the connection lasted, for `close` events (microseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_us: Option<u64>,
+    /// Why the kernel refused the connect or send, for failed attempts (`ECONNREFUSED`, `ETIMEDOUT`, `EPERM`
+    /// from a firewall, ...); absent when it succeeded. The event's `action` stays `observed` unless ringwatch
+    /// itself refused it (`blocked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// HTTP facts inside [`NetworkInfo`].
