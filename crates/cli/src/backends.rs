@@ -12,6 +12,12 @@ use ringwatch_core::{Decider, Domain, Mode, Probe, Source, SourceError, SourceKi
 use ringwatch_domains::file::ebpf::{FileEbpf, FileEbpfConfig};
 use ringwatch_domains::file::fanotify::{FileFanotify, FileFanotifyConfig};
 use ringwatch_domains::file::preload::FilePreload;
+use ringwatch_domains::keystroke::ebpf::KeystrokeEbpf;
+use ringwatch_domains::keystroke::x11::{KeystrokeX11, X11Config};
+use ringwatch_domains::network::ebpf::{NetworkEbpf, NetworkEbpfConfig};
+use ringwatch_domains::network::preload::{NetVerdicts, NetworkPreload, NetworkPreloadConfig};
+use ringwatch_domains::network::proxy::{self, ProxyConfig};
+use ringwatch_domains::network::sock_diag::{NetworkSockDiag, SockDiagConfig};
 use ringwatch_domains::process::kernel::ProcessKernel;
 use ringwatch_domains::process::preload::ProcessPreload;
 use ringwatch_domains::process::proc_connector::ProcessProcConnector;
@@ -40,10 +46,12 @@ pub const BACKENDS: &[BackendSpec] = &[
     // Beside fanotify (`file=kernel` and `best` start both): refused calls, open/rename flags, chmod modes.
     BackendSpec { domain: Domain::File, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: None },
     BackendSpec { domain: Domain::File, mode: Mode::User, source: SourceKind::Preload, planned_in: None },
-    BackendSpec { domain: Domain::Network, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: Some(5) },
-    BackendSpec { domain: Domain::Network, mode: Mode::User, source: SourceKind::Preload, planned_in: Some(5) },
-    BackendSpec { domain: Domain::Keystroke, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: Some(6) },
-    BackendSpec { domain: Domain::Keystroke, mode: Mode::User, source: SourceKind::X11, planned_in: Some(6) },
+    BackendSpec { domain: Domain::Network, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: None },
+    BackendSpec { domain: Domain::Network, mode: Mode::User, source: SourceKind::Preload, planned_in: None },
+    // Beside the hooks (`network=user` starts both): no injection, sees every process, misses short connections.
+    BackendSpec { domain: Domain::Network, mode: Mode::User, source: SourceKind::SockDiag, planned_in: None },
+    BackendSpec { domain: Domain::Keystroke, mode: Mode::Kernel, source: SourceKind::Ebpf, planned_in: None },
+    BackendSpec { domain: Domain::Keystroke, mode: Mode::User, source: SourceKind::X11, planned_in: None },
 ];
 
 impl BackendSpec {
@@ -64,6 +72,11 @@ impl BackendSpec {
             (Domain::File, SourceKind::Fanotify) => FileFanotify::probe(),
             (Domain::File, SourceKind::Ebpf) => FileEbpf::probe(),
             (Domain::File, SourceKind::Preload) => FilePreload::probe(),
+            (Domain::Network, SourceKind::Ebpf) => NetworkEbpf::probe(),
+            (Domain::Network, SourceKind::Preload) => NetworkPreload::probe(),
+            (Domain::Network, SourceKind::SockDiag) => NetworkSockDiag::probe(),
+            (Domain::Keystroke, SourceKind::Ebpf) => KeystrokeEbpf::probe(),
+            (Domain::Keystroke, SourceKind::X11) => KeystrokeX11::probe(),
             _ => Probe::unavailable(self.domain, self.mode, self.source, "unknown backend"),
         }
     }
@@ -86,13 +99,44 @@ impl BackendSpec {
             (Domain::File, SourceKind::Preload) => {
                 Ok(Box::new(FilePreload::start(&cfg.hook_socket, cfg.decider.clone())?))
             }
+            // Monitor; the plan's block/redirect/throttle rules start the kernel enforcer inside it.
+            (Domain::Network, SourceKind::Ebpf) => Ok(Box::new(NetworkEbpf::start(&NetworkEbpfConfig {
+                plan: cfg.network.clone(),
+                ..NetworkEbpfConfig::default()
+            })?)),
+            // Shares the hook socket with the other preload backends, and the proxy with network/kernel.
+            (Domain::Network, SourceKind::Preload) => {
+                if cfg.network.needs_proxy() {
+                    let proxy = proxy::shared(&ProxyConfig::default())?;
+                    proxy.set_host_rules(&cfg.network.host_rules)?;
+                    Ok(Box::new(NetworkPreload::start_with_proxy(
+                        &cfg.hook_socket,
+                        cfg.decider.clone(),
+                        NetVerdicts::Auto,
+                        proxy,
+                    )?))
+                } else {
+                    Ok(Box::new(NetworkPreload::start(
+                        &cfg.hook_socket,
+                        cfg.decider.clone(),
+                        NetworkPreloadConfig::default(),
+                    )?))
+                }
+            }
+            (Domain::Network, SourceKind::SockDiag) => Ok(Box::new(NetworkSockDiag::start(SockDiagConfig::default())?)),
+            // Loads only when the policy enables capture (probe_for reports it unavailable otherwise); prints the
+            // capture notice on stderr and sends it as a sensor/start event.
+            (Domain::Keystroke, SourceKind::Ebpf) => Ok(Box::new(KeystrokeEbpf::start(&cfg.keystroke)?)),
+            (Domain::Keystroke, SourceKind::X11) => Ok(Box::new(KeystrokeX11::start(&X11Config {
+                display: cfg.x11_display.clone(),
+                plan: cfg.keystroke.clone(),
+            })?)),
             _ => Err(SourceError::Unsupported { backend: "agent", what: format!("{} is not built yet", self.label()) }),
         }
     }
 }
 
 /// What backends need to start.
-#[allow(dead_code)] // `network` and `keystroke` are read once their backends are wired in (issues #5, #6)
 pub struct StartConfig {
     /// Exec rules the kernel enforces itself.
     pub exec_kill_list: ExecKillList,
@@ -108,6 +152,8 @@ pub struct StartConfig {
     pub network: NetworkPlan,
     /// Keystroke capture settings (capture is off unless the policy enables it).
     pub keystroke: KeystrokePlan,
+    /// The X display the X11 keystroke backend watches (`run --x11-display`); `None`: the agent's `$DISPLAY`.
+    pub x11_display: Option<String>,
 }
 
 /// What `--mode` asks for one domain.
@@ -216,6 +262,22 @@ pub fn select(domain: Domain, choice: Choice, probes: &[(BackendSpec, Probe)]) -
 /// Probes every backend.
 pub fn probe_all() -> Vec<(BackendSpec, Probe)> {
     BACKENDS.iter().map(|s| (*s, s.probe())).collect()
+}
+
+/// Probes every backend as `run` will start it: the X11 backend probes the configured display.
+pub fn probe_for(cfg: &StartConfig) -> Vec<(BackendSpec, Probe)> {
+    BACKENDS
+        .iter()
+        .map(|s| match (s.domain, s.source, s.planned_in) {
+            // Keystrokes are captured only when the policy says so: otherwise no keystroke backend is even loaded.
+            (Domain::Keystroke, _, None) if !cfg.keystroke.enabled => {
+                let why = "keystroke capture is off (the policy does not enable it)";
+                (*s, Probe::unavailable(s.domain, s.mode, s.source, why))
+            }
+            (Domain::Keystroke, SourceKind::X11, None) => (*s, KeystrokeX11::probe_display(cfg.x11_display.as_deref())),
+            _ => (*s, s.probe()),
+        })
+        .collect()
 }
 
 #[cfg(test)]

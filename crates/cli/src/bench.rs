@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
     pub what: BenchKind,
+    /// Seconds of typing (keystroke: 60).
+    #[arg(long)]
+    pub seconds: Option<u64>,
     /// Execs per storm (process).
     #[arg(long, default_value_t = 5000)]
     pub execs: u32,
@@ -43,6 +46,12 @@ pub struct BenchArgs {
     /// Directory the file storm runs in (file: default /var/tmp; e.g. /dev/shm for tmpfs).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// TCP connects per connect storm (network: 5,000).
+    #[arg(long)]
+    pub connects: Option<u32>,
+    /// MiB carried by the bulk transfer (network: 1,024).
+    #[arg(long)]
+    pub bulk_mib: Option<u64>,
 }
 
 /// Benchmarks available.
@@ -56,6 +65,11 @@ pub enum BenchKind {
     Forward,
     /// File storm: no sensor vs kernel monitor, permission rules and user mode; exec-storm hash-cache hit rate.
     File,
+    /// Connect storm and bulk transfer over loopback: no sensor vs kernel monitor, redirect via the proxy, user mode.
+    Network,
+    /// Typing into a pty-driven shell and `cat` of 100 MB to a pty: no sensor vs the kernel backend and the pty
+    /// recorder.
+    Keystroke,
 }
 
 /// One configuration's medians.
@@ -87,6 +101,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchKind::Store => return crate::bench_store::run(&args),
         BenchKind::Forward => return crate::bench_forward::run(&args),
         BenchKind::File => return crate::bench_file::run(&args),
+        BenchKind::Network => return crate::bench_network::run(&args),
+        BenchKind::Keystroke => return crate::bench_keystroke::run(&args),
     }
     let dir = std::env::temp_dir().join(format!("ringwatch-bench-{}", std::process::id()));
     fs::create_dir_all(&dir)?;

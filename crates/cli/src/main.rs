@@ -9,6 +9,9 @@ mod backends;
 mod bench;
 mod bench_file;
 mod bench_forward;
+mod bench_keystroke;
+mod bench_keystroke_x11;
+mod bench_network;
 mod bench_store;
 mod collect_cmd;
 mod export_cmd;
@@ -20,6 +23,7 @@ mod probe_cmd;
 mod query_cmd;
 mod run;
 mod sandbox;
+mod session_cmd;
 mod tree_cmd;
 mod units;
 
@@ -90,6 +94,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a command with its writes under chosen directories kept in a sandbox (overlayfs); diff, list, discard.
     Sandbox(sandbox::SandboxArgs),
+    /// Run a command on a pty ringwatch owns and record what is typed into it (user-mode keystrokes, like tlog);
+    /// echo-off input (passwords) is kept as a length only. Exits with the command's status.
+    Session(session_cmd::SessionArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,6 +153,11 @@ fn main() -> ExitCode {
         Command::Collect(args) => collect_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         // A sandboxed command's exit status is passed on as ringwatch's own; only errors go through exit_code_for.
+        // Same for a recorded session: the command's exit status is ringwatch's.
+        Command::Session(args) => match session_cmd::run(args) {
+            Ok(status) => return ExitCode::from(status),
+            Err(err) => Err(err),
+        },
         Command::Sandbox(args) => match sandbox::run(args) {
             Ok(status) => return ExitCode::from(status),
             Err(err) => Err(err),

@@ -24,7 +24,7 @@ use ringwatch_forward::{ForwardOptions, ForwardSink};
 use ringwatch_policy::{Policy, PolicyStage};
 use ringwatch_store::{StoreOptions, StoreSink};
 
-use crate::backends::{BackendSpec, ModeSpec, StartConfig, probe_all, select};
+use crate::backends::{BackendSpec, ModeSpec, StartConfig, probe_for, select};
 use crate::metrics::{self, MetricsInputs};
 use crate::nats_args::NatsArgs;
 use crate::units::{parse_age, parse_size};
@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// The X display whose keys the X11 keystroke backend records (e.g. `:0`; default: $DISPLAY). Connecting as
+    /// root to a user's display usually needs XAUTHORITY=/home/USER/.Xauthority.
+    #[arg(long, value_name = "DISPLAY")]
+    pub x11_display: Option<String>,
 }
 
 /// Runs the agent until shutdown.
@@ -139,10 +143,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         file_permission: policy.file_permission_plan(),
         network: policy.network_plan(),
         keystroke: policy.keystroke_plan(),
+        x11_display: args.x11_display.clone(),
     };
     let pipeline = Pipeline::new(QUEUE_CAPACITY);
     let agent_tx = pipeline.sender("agent");
-    let probes = probe_all();
+    let probes = probe_for(&cfg);
     let mut sources = Vec::new();
     for domain in Domain::MONITORED {
         sources.extend(start_domain(domain, &modes, &probes, &cfg, &agent_tx)?);

@@ -3,7 +3,8 @@
 //! A hook that has file hooks opens one long-lived connection per process (a *session*) with a `HELLO`; the agent
 //! answers `CONFIG`, saying which file calls it wants to hear about and how: not at all, one-way reports after
 //! the call ([`CONFIG_FILE_REPORT`], cheap: one `send`), or a request before the call that waits for a verdict
-//! ([`CONFIG_FILE_VERDICT`], only when a policy rule could deny a file call). Later messages on the session are
+//! ([`CONFIG_FILE_VERDICT`], only when a policy rule could deny a file call). The network hooks use the same
+//! session with [`CONFIG_NET_REPORT`] / [`CONFIG_NET_VERDICT`]. Later messages on the session are
 //! file reports and requests; the connection closes with the process (or at exec: it is CLOEXEC).
 //!
 //! ```text
@@ -22,14 +23,22 @@ pub const CONFIG_LEN: usize = HEADER_LEN + 8;
 
 /// Hello feature: the hook has the file-domain hooks.
 pub const HELLO_FEATURE_FILE: u16 = 1 << 0;
-const HELLO_FEATURES_KNOWN: u16 = HELLO_FEATURE_FILE;
+/// Hello feature: the hook has the network-domain hooks (connect, sendto, sendmsg, name lookups).
+pub const HELLO_FEATURE_NET: u16 = 1 << 1;
+const HELLO_FEATURES_KNOWN: u16 = HELLO_FEATURE_FILE | HELLO_FEATURE_NET;
 
 /// Config flag: send a one-way `FILE_REPORT` after every hooked file call (monitoring).
 pub const CONFIG_FILE_REPORT: u32 = 1 << 0;
 /// Config flag: send a `FILE_REQUEST` before every hooked file call and wait for the verdict (a policy rule may
 /// deny). Takes precedence over [`CONFIG_FILE_REPORT`]: a call is never reported twice.
 pub const CONFIG_FILE_VERDICT: u32 = 1 << 1;
-const CONFIG_FLAGS_KNOWN: u32 = CONFIG_FILE_REPORT | CONFIG_FILE_VERDICT;
+/// Config flag: send a one-way `NET_REPORT` after each hooked connect (and first send to a new destination) and a
+/// `NET_DNS` after each hooked lookup (network monitoring).
+pub const CONFIG_NET_REPORT: u32 = 1 << 2;
+/// Config flag: send a `NET_REQUEST` before each hooked connect (and first send to a new destination) and wait
+/// for the `NET_VERDICT` (a rule may block or redirect); lookups are still reported one-way.
+pub const CONFIG_NET_VERDICT: u32 = 1 << 3;
+const CONFIG_FLAGS_KNOWN: u32 = CONFIG_FILE_REPORT | CONFIG_FILE_VERDICT | CONFIG_NET_REPORT | CONFIG_NET_VERDICT;
 
 /// Hook -> agent, first message of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +65,21 @@ impl Config {
     /// True when file calls wait for a verdict.
     pub fn file_verdicts(&self) -> bool {
         self.flags & CONFIG_FILE_VERDICT != 0
+    }
+
+    /// True when the hook should send anything about network calls.
+    pub fn wants_net(&self) -> bool {
+        self.flags & (CONFIG_NET_REPORT | CONFIG_NET_VERDICT) != 0
+    }
+
+    /// True when connects and sends wait for a verdict.
+    pub fn net_verdicts(&self) -> bool {
+        self.flags & CONFIG_NET_VERDICT != 0
+    }
+
+    /// True when the hook should keep a session at all.
+    pub fn wants_any(&self) -> bool {
+        self.wants_file() || self.wants_net()
     }
 }
 

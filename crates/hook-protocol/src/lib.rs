@@ -29,7 +29,9 @@
 //! Message kinds are grouped by domain so other domains can add theirs without renumbering: `0x00xx` control
 //! ([`MessageKind::VERDICT`], [`MessageKind::HELLO`], [`MessageKind::CONFIG`]), `0x01xx` process
 //! ([`MessageKind::EXEC`]), `0x02xx` file ([`MessageKind::FILE_REQUEST`], [`MessageKind::FILE_REPORT`]), `0x03xx`
-//! network (connect). A receiver that does not know a kind gets [`Message::Unknown`] and answers allow.
+//! network ([`MessageKind::NET_REQUEST`], [`MessageKind::NET_REPORT`], [`MessageKind::NET_DNS`],
+//! [`MessageKind::NET_VERDICT`]; see the `net` module's docs). A receiver that does not know a kind gets
+//! [`Message::Unknown`] and answers allow.
 //!
 //! An exec request ([`ExecRequest`]) has a fixed 36-byte part followed by four byte strings:
 //!
@@ -68,16 +70,23 @@ extern crate std;
 
 mod control;
 mod file;
+mod net;
 
 pub use control::{
-    CONFIG_FILE_REPORT, CONFIG_FILE_VERDICT, CONFIG_LEN, Config, HELLO_FEATURE_FILE, HELLO_LEN, Hello, encode_config,
-    encode_hello,
+    CONFIG_FILE_REPORT, CONFIG_FILE_VERDICT, CONFIG_LEN, CONFIG_NET_REPORT, CONFIG_NET_VERDICT, Config,
+    HELLO_FEATURE_FILE, HELLO_FEATURE_NET, HELLO_LEN, Hello, encode_config, encode_hello,
 };
 pub use file::{
     FILE_FIXED_LEN, FILE_FLAG_CREATES, FILE_FLAG_DIRECTORY, FILE_FLAG_EXCLUSIVE, FILE_FLAG_EXISTED,
     FILE_FLAG_NEW_PATH_TRUNCATED, FILE_FLAG_NEW_PATH_UNRESOLVED, FILE_FLAG_PATH_TRUNCATED, FILE_FLAG_PATH_UNRESOLVED,
     FILE_FLAG_TMPFILE, FILE_FLAG_TRUNCATES, FILE_FLAG_WRITES, FILE_MAX_LEN, FileActivity, FileEncoder, FileFixed,
     FileMessage, FileOp, PathFill,
+};
+pub use net::{
+    ANSWER_LEN, DNS_FIXED_LEN, DNS_FLAG_ANSWERS_TRUNCATED, DNS_FLAG_QUERY_TRUNCATED, DNS_MAX_LEN, DnsFixed, DnsMessage,
+    DnsOp, MAX_ANSWERS, MAX_QUERY, NET_FIXED_LEN, NET_FLAG_IN_PROGRESS, NET_LEN, NET_VERDICT_LEN, NetFixed, NetMessage,
+    NetOp, NetVerdict, PROTO_TCP, PROTO_UDP, PROXY_HEADER_LEN, PROXY_MAGIC, PROXY_VERSION, decode_proxy_header,
+    encode_dns, encode_net_report, encode_net_request, encode_net_verdict, encode_proxy_header,
 };
 
 use core::fmt;
@@ -143,6 +152,15 @@ impl MessageKind {
     pub const FILE_FIRST: MessageKind = MessageKind(0x0200);
     /// First kind reserved for the network domain (connect): `0x0300..=0x03ff`.
     pub const NETWORK_FIRST: MessageKind = MessageKind(0x0300);
+    /// Hook -> agent: a connect/sendto/sendmsg is about to happen; the hook waits for a
+    /// [`MessageKind::NET_VERDICT`] ([`NetMessage`]).
+    pub const NET_REQUEST: MessageKind = MessageKind(0x0301);
+    /// Hook -> agent: a connect/sendto/sendmsg happened, with its result; one-way ([`NetMessage`]).
+    pub const NET_REPORT: MessageKind = MessageKind(0x0302);
+    /// Hook -> agent: a name lookup returned; one-way ([`DnsMessage`]).
+    pub const NET_DNS: MessageKind = MessageKind(0x0303);
+    /// Agent -> hook: allow, deny or redirect a network request ([`NetVerdict`]).
+    pub const NET_VERDICT: MessageKind = MessageKind(0x0304);
 }
 
 /// Which libc entry point the process called.
@@ -352,6 +370,12 @@ pub enum Message<'a> {
     Config(Config),
     /// A file request or report.
     File(FileMessage<'a>),
+    /// A connect/send request or report.
+    Net(NetMessage),
+    /// A name lookup report.
+    Dns(DnsMessage<'a>),
+    /// The agent's answer to a network request.
+    NetVerdict(NetVerdict),
     /// A kind this decoder does not know (from a newer hook); the header was valid.
     Unknown(MessageKind),
 }
@@ -666,6 +690,10 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Message<'_>), DecodeError> {
         MessageKind::CONFIG => Message::Config(control::decode_config(body)?),
         MessageKind::FILE_REQUEST => Message::File(file::decode_file(body, true)?),
         MessageKind::FILE_REPORT => Message::File(file::decode_file(body, false)?),
+        MessageKind::NET_REQUEST => Message::Net(net::decode_net(body, true)?),
+        MessageKind::NET_REPORT => Message::Net(net::decode_net(body, false)?),
+        MessageKind::NET_DNS => Message::Dns(net::decode_dns(body)?),
+        MessageKind::NET_VERDICT => Message::NetVerdict(net::decode_net_verdict(body)?),
         other => Message::Unknown(other),
     };
     Ok((header, msg))

@@ -22,7 +22,7 @@ use core::cell::Cell;
 use core::ffi::{c_char, c_int};
 
 use ringwatch_hook_protocol::{
-    FILE_FLAG_CREATES, FILE_FLAG_EXCLUSIVE, FILE_FLAG_EXISTED, FILE_FLAG_TMPFILE, FILE_FLAG_TRUNCATES,
+    Config, FILE_FLAG_CREATES, FILE_FLAG_EXCLUSIVE, FILE_FLAG_EXISTED, FILE_FLAG_TMPFILE, FILE_FLAG_TRUNCATES,
     FILE_FLAG_WRITES, FILE_MAX_LEN, FileEncoder, FileFixed, FileOp, MAX_PATH, PathFill,
 };
 
@@ -200,7 +200,7 @@ pub(crate) unsafe fn run<R: CallResult>(call: &FileCall, real: impl FnOnce() -> 
     let saved = SavedErrno::save();
     // SAFETY: a plain syscall wrapper.
     let pid = unsafe { libc::getpid() }.unsigned_abs();
-    let Some(session) = session::current(pid) else {
+    let Some(session) = session::current(pid, Config::wants_file) else {
         drop(saved);
         return real();
     };
@@ -351,7 +351,8 @@ thread_local! {
     static TID: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
 }
 
-fn tid(pid: u32) -> u32 {
+/// The calling thread's id (one syscall per thread, cached).
+pub(crate) fn tid(pid: u32) -> u32 {
     let fresh = || {
         // SAFETY: a plain syscall wrapper.
         unsafe { libc::gettid() }.unsigned_abs()

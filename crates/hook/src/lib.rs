@@ -15,6 +15,12 @@
 //! (see `session`): by default they report each call one-way after it happened (one `send`); only when the agent
 //! says a policy rule could deny a file call do they ask before the call and refuse with `EACCES` on deny.
 //!
+//! The network functions `connect`, `sendto`, `sendmsg`, `getaddrinfo`, `gethostbyname` and `gethostbyname2` use
+//! the same session (see `net`): a connect is reported after the call (or, when a rule may block or redirect it,
+//! asked about before: `ECONNREFUSED` on block, a connect to the local proxy with a 28-byte `RWPX` header on
+//! redirect); a send with a destination once per socket and destination; a send without one never; a lookup is
+//! reported after the resolver returns, with its answers.
+//!
 //! # Rules this code keeps
 //!
 //! - It never changes the host program's behaviour except by an explicit deny: errno is saved and restored around
@@ -43,6 +49,9 @@
 //! - statically linked programs (`gcc -static`, most Go binaries): no dynamic loader, no preload;
 //! - raw `syscall(SYS_execve, ..)` / `syscall(SYS_openat, ..)`, inline `syscall` instructions, and `io_uring`
 //!   (no exec op today; its open, unlink, rename and mkdir ops bypass the file hooks);
+//! - network activity that is not one of the hooked calls: `accept` (inbound), `sendmmsg`, io_uring connects and
+//!   sends, raw `syscall(SYS_connect, ..)`, and resolvers that bypass `getaddrinfo`/`gethostbyname*` (a program's
+//!   own DNS client is seen only as its first UDP send to port 53);
 //! - file activity that is not one of the hooked calls: writes themselves (`write`, `pwrite`, and above all
 //!   stores into a `MAP_SHARED` mapping: the open is seen, the writes are not), `link`, `symlink`, `mknod`,
 //!   `freopen`, `fchmod` on a descriptor without a path, and libc-internal opens (`opendir`, `tmpfile`, locale
@@ -64,6 +73,8 @@
 //! - `paths`: absolute paths from the cwd or a dirfd, without allocating.
 //! - `guard`: initialized/bypassed state and the per-thread recursion guard.
 //! - `report`: the one-shot socket round trip with timeouts, errno save/restore.
+//! - `net`, `net_hooks`: the network check (describe, verdict or report, redirect, once-per-destination table of
+//!   sends, lookup reports) and the exported network functions.
 //! - `sandbox`: `ringwatch sandbox --mode user`: redirects file calls under sandboxed directories into a shadow tree
 //!   (`RINGWATCH_SANDBOX_SHADOW`), copy-up, whiteouts, opaque directories.
 //! - `env`: allocation-free environment lookups and the timeout setting.
@@ -86,6 +97,8 @@ mod exec;
 mod file;
 mod file_hooks;
 mod guard;
+mod net;
+mod net_hooks;
 mod paths;
 mod real;
 mod report;

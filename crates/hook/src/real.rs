@@ -56,6 +56,27 @@ pub(crate) type FchmodatFn = unsafe extern "C" fn(c_int, *const c_char, libc::mo
 /// `mkdirat(dirfd, path, mode)`.
 pub(crate) type MkdiratFn = unsafe extern "C" fn(c_int, *const c_char, libc::mode_t) -> c_int;
 
+/// `connect(fd, addr, len)`.
+pub(crate) type ConnectFn = unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int;
+/// `sendto(fd, buf, len, flags, addr, addrlen)`.
+pub(crate) type SendtoFn = unsafe extern "C" fn(
+    c_int,
+    *const c_void,
+    libc::size_t,
+    c_int,
+    *const libc::sockaddr,
+    libc::socklen_t,
+) -> libc::ssize_t;
+/// `sendmsg(fd, msg, flags)`.
+pub(crate) type SendmsgFn = unsafe extern "C" fn(c_int, *const libc::msghdr, c_int) -> libc::ssize_t;
+/// `getaddrinfo(node, service, hints, res)`.
+pub(crate) type GetaddrinfoFn =
+    unsafe extern "C" fn(*const c_char, *const c_char, *const libc::addrinfo, *mut *mut libc::addrinfo) -> c_int;
+/// `gethostbyname(name)`.
+pub(crate) type GethostbynameFn = unsafe extern "C" fn(*const c_char) -> *mut libc::hostent;
+/// `gethostbyname2(name, af)`.
+pub(crate) type Gethostbyname2Fn = unsafe extern "C" fn(*const c_char, c_int) -> *mut libc::hostent;
+
 /// One real function: its name and, once found, its address.
 pub(crate) struct RealFn {
     name: &'static CStr,
@@ -117,8 +138,15 @@ pub(crate) static MKDIRAT: RealFn = RealFn::new(c"mkdirat");
 pub(crate) static RMDIR: RealFn = RealFn::new(c"rmdir");
 pub(crate) static REMOVE: RealFn = RealFn::new(c"remove");
 
+pub(crate) static CONNECT: RealFn = RealFn::new(c"connect");
+pub(crate) static SENDTO: RealFn = RealFn::new(c"sendto");
+pub(crate) static SENDMSG: RealFn = RealFn::new(c"sendmsg");
+pub(crate) static GETADDRINFO: RealFn = RealFn::new(c"getaddrinfo");
+pub(crate) static GETHOSTBYNAME: RealFn = RealFn::new(c"gethostbyname");
+pub(crate) static GETHOSTBYNAME2: RealFn = RealFn::new(c"gethostbyname2");
+
 /// Every real function, for the constructor.
-static ALL: [&RealFn; 33] = [
+static ALL: [&RealFn; 39] = [
     &EXECVE,
     &EXECV,
     &EXECVP,
@@ -152,6 +180,12 @@ static ALL: [&RealFn; 33] = [
     &MKDIRAT,
     &RMDIR,
     &REMOVE,
+    &CONNECT,
+    &SENDTO,
+    &SENDMSG,
+    &GETADDRINFO,
+    &GETHOSTBYNAME,
+    &GETHOSTBYNAME2,
 ];
 
 /// Resolves every real function; the library constructor calls it while the process is still single-threaded.

@@ -11,7 +11,7 @@ use core::ffi::c_int;
 use core::mem::size_of;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use ringwatch_hook_protocol::{DEFAULT_SOCKET_PATH, Message, SOCKET_ENV, VERDICT_LEN, Verdict, decode};
+use ringwatch_hook_protocol::{DEFAULT_SOCKET_PATH, Message, SOCKET_ENV, VERDICT_LEN, Verdict, decode, decode_header};
 
 use crate::env;
 
@@ -74,6 +74,21 @@ impl Agent {
         // SAFETY: `addr` is a fully initialised sockaddr_un and `addr_len` its size.
         let rc = unsafe { libc::connect(fd.0, (&raw const addr).cast::<libc::sockaddr>(), addr_len) };
         (rc == 0).then(|| Agent { fd, timeout_ms: env::timeout_ms() })
+    }
+
+    /// Sends `msg` (request number `seq`) and waits for an answer with the same number, left in `reply`; its
+    /// length, or `None` on any failure or timeout.
+    pub(crate) fn exchange(&self, msg: &[u8], seq: u32, reply: &mut [u8]) -> Option<usize> {
+        // SAFETY: `msg` is a valid readable buffer of `msg.len()` bytes for the duration of the call.
+        let sent = unsafe { libc::send(self.fd.0, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) };
+        if usize::try_from(sent).ok() != Some(msg.len()) {
+            return None;
+        }
+        let n = recv_within(self.fd.0, reply, self.timeout_ms)?;
+        match reply.get(..n).map(decode_header) {
+            Some(Ok(header)) if header.seq == seq => Some(n),
+            _ => None,
+        }
     }
 
     /// Sends `msg` (request number `seq`) and returns the verdict; [`Outcome::Allow`] on any failure.

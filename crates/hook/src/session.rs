@@ -24,7 +24,8 @@ use core::ffi::c_int;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use ringwatch_hook_protocol::{
-    CONFIG_LEN, Config, HELLO_FEATURE_FILE, HELLO_LEN, Hello, Message, VERDICT_LEN, Verdict, decode, encode_hello,
+    CONFIG_LEN, Config, HELLO_FEATURE_FILE, HELLO_FEATURE_NET, HELLO_LEN, Hello, Message, VERDICT_LEN, Verdict, decode,
+    decode_header, encode_hello,
 };
 
 use crate::report::{Agent, Fd, Outcome, errno, next_seq, now_ms, recv_within};
@@ -58,6 +59,14 @@ static BACKOFF_MS: AtomicU32 = AtomicU32::new(0);
 static DROPPED: AtomicU32 = AtomicU32::new(0);
 /// A thread is waiting for a verdict on the session.
 static BUSY: AtomicBool = AtomicBool::new(false);
+/// Counts sessions installed in this process, so per-process caches of verdicts (the network hooks' table of
+/// destinations seen) start over when the agent (and so possibly the policy) changes.
+static GENERATION: AtomicU32 = AtomicU32::new(0);
+
+/// The number of the current session (changes with every new connection to the agent).
+pub(crate) fn generation() -> u32 {
+    GENERATION.load(Ordering::Relaxed)
+}
 
 /// A usable session.
 #[derive(Debug, Clone, Copy)]
@@ -72,15 +81,21 @@ impl Session {
     pub(crate) fn verdicts(&self) -> bool {
         self.config.file_verdicts()
     }
+
+    /// True when connects and sends wait for a verdict rather than being reported afterwards.
+    pub(crate) fn net_verdicts(&self) -> bool {
+        self.config.net_verdicts()
+    }
 }
 
 fn word(pid: u32, state: u32) -> u64 {
     (u64::from(pid) << 32) | u64::from(state)
 }
 
-/// The process's session when the agent wants file calls; `None` when there is no agent, it wants nothing, or
-/// another thread is connecting right now (that call is counted as dropped). Changes errno.
-pub(crate) fn current(pid: u32) -> Option<Session> {
+/// The process's session when the agent wants the calls `wants` selects (`Config::wants_file`,
+/// `Config::wants_net`); `None` when there is no agent, it wants none of them, or another thread is connecting
+/// right now (that call is counted as dropped). Changes errno.
+pub(crate) fn current(pid: u32, wants: fn(&Config) -> bool) -> Option<Session> {
     let s = STATE.load(Ordering::Acquire);
     let (owner, state) = ((s >> 32) as u32, (s & 0xffff_ffff) as u32);
     if owner == pid {
@@ -89,7 +104,7 @@ pub(crate) fn current(pid: u32) -> Option<Session> {
                 let fd = FD.load(Ordering::Acquire);
                 if is_ours(fd) {
                     let config = Config { flags: CONFIG.load(Ordering::Acquire) };
-                    return config.wants_file().then_some(Session {
+                    return wants(&config).then_some(Session {
                         fd,
                         config,
                         timeout_ms: TIMEOUT_MS.load(Ordering::Relaxed),
@@ -115,7 +130,7 @@ pub(crate) fn current(pid: u32) -> Option<Session> {
         BUSY.store(false, Ordering::Relaxed);
         DROPPED.store(0, Ordering::Relaxed);
     }
-    connect(pid)
+    connect(pid).filter(|s| wants(&s.config))
 }
 
 /// Connects, says hello, installs the session. Called by the one thread that set `CONNECTING`.
@@ -129,7 +144,7 @@ fn connect(pid: u32) -> Option<Session> {
         give_up(pid);
         return None;
     };
-    if !config.wants_file() {
+    if !config.wants_any() {
         // Nothing to send: do not hold a connection open for nothing. Ask again later.
         RETRY_AT_MS.store(now_ms().saturating_add(u64::from(UNWANTED_RETRY_MS)), Ordering::Relaxed);
         STATE.store(word(pid, ABSENT), Ordering::Release);
@@ -148,6 +163,7 @@ fn connect(pid: u32) -> Option<Session> {
     CONFIG.store(config.flags, Ordering::Relaxed);
     TIMEOUT_MS.store(timeout_ms, Ordering::Relaxed);
     BACKOFF_MS.store(0, Ordering::Relaxed);
+    GENERATION.fetch_add(1, Ordering::Relaxed);
     STATE.store(word(pid, READY), Ordering::Release);
     Some(Session { fd, config, timeout_ms })
 }
@@ -167,7 +183,7 @@ fn give_up(pid: u32) {
 fn hello(agent: &Agent, pid: u32) -> Option<Config> {
     let seq = next_seq();
     let mut buf = [0u8; HELLO_LEN];
-    let n = encode_hello(&mut buf, seq, Hello { pid, features: HELLO_FEATURE_FILE }).ok()?;
+    let n = encode_hello(&mut buf, seq, Hello { pid, features: HELLO_FEATURE_FILE | HELLO_FEATURE_NET }).ok()?;
     let msg = buf.get(..n)?;
     // SAFETY: `msg` is a valid readable buffer of `msg.len()` bytes.
     let sent = unsafe { libc::send(agent.fd.0, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) };
@@ -266,41 +282,42 @@ pub(crate) fn report(session: &Session, msg: &[u8]) -> bool {
 
 /// Sends request `msg` (number `seq`) and waits for its verdict; allow on any failure or timeout.
 pub(crate) fn ask(session: &Session, msg: &[u8], seq: u32) -> Outcome {
-    if BUSY.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        // Another thread waits for its own verdict on the session: use a connection of our own.
-        return match Agent::connect() {
-            Some(agent) => agent.ask(msg, seq),
-            None => Outcome::Allow,
-        };
+    let mut reply = [0u8; VERDICT_LEN + 16];
+    let Some(n) = exchange(session, msg, seq, &mut reply) else { return Outcome::Allow };
+    match reply.get(..n).map(decode) {
+        Some(Ok((_, Message::Verdict(Verdict::Deny { errno })))) => {
+            Outcome::Deny(if (1..4096).contains(&errno) { errno } else { libc::EACCES })
+        }
+        _ => Outcome::Allow,
     }
-    let outcome = ask_on_session(session, msg, seq);
-    BUSY.store(false, Ordering::Release);
-    outcome
 }
 
-fn ask_on_session(session: &Session, msg: &[u8], seq: u32) -> Outcome {
+/// Sends request `msg` (number `seq`) and waits for the answer with the same number, which it leaves in `reply`;
+/// returns its length, or `None` on any failure or timeout. On the session when no other thread waits there,
+/// else on a one-shot connection of its own.
+pub(crate) fn exchange(session: &Session, msg: &[u8], seq: u32, reply: &mut [u8]) -> Option<usize> {
+    if BUSY.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        // Another thread waits for its own answer on the session: use a connection of our own.
+        return Agent::connect()?.exchange(msg, seq, reply);
+    }
+    let answer = exchange_on_session(session, msg, seq, reply);
+    BUSY.store(false, Ordering::Release);
+    answer
+}
+
+fn exchange_on_session(session: &Session, msg: &[u8], seq: u32, reply: &mut [u8]) -> Option<usize> {
     if !report(session, msg) {
-        return Outcome::Allow;
+        return None;
     }
     let deadline = now_ms().saturating_add(u64::from(session.timeout_ms));
-    let mut reply = [0u8; VERDICT_LEN + 16];
     loop {
         let left = deadline.saturating_sub(now_ms());
         if left == 0 {
-            return Outcome::Allow;
+            return None;
         }
-        let Some(n) = recv_within(session.fd, &mut reply, u32::try_from(left).unwrap_or(u32::MAX)) else {
-            return Outcome::Allow;
-        };
-        match reply.get(..n).map(decode) {
-            Some(Ok((header, Message::Verdict(verdict)))) if header.seq == seq => {
-                return match verdict {
-                    Verdict::Deny { errno } => {
-                        Outcome::Deny(if (1..4096).contains(&errno) { errno } else { libc::EACCES })
-                    }
-                    Verdict::Allow => Outcome::Allow,
-                };
-            }
+        let n = recv_within(session.fd, reply, u32::try_from(left).unwrap_or(u32::MAX))?;
+        match reply.get(..n).map(decode_header) {
+            Some(Ok(header)) if header.seq == seq => return Some(n),
             // A late answer to an earlier request that timed out: skip it.
             _ => {}
         }

@@ -1,1 +1,471 @@
-//! Network domain: `preload` backend (issue #5, being built).
+//! Network domain, user mode through the LD_PRELOAD hook: connects, first sends to a destination and name
+//! lookups from inside each hooked process; block (the call fails) and redirect to the local proxy
+//! (proxychains-style) before the connection leaves the process.
+//!
+//! [`NetworkPreload`] registers a handler for `NET_REQUEST`, `NET_REPORT` and `NET_DNS` on the hook socket
+//! ([`crate::preload::SharedSocket`], shared with the process and file backends); the hook's session carries
+//! them. The answer to the hook's hello tells it what to send:
+//! - **monitor** (no rule can block or redirect: [`Decider::may_deny`] is false for the network domain): a
+//!   one-way report after each connect and after the first send to each destination of an unconnected socket,
+//!   with the result and the local address. Failed connects are not emitted (like the file hooks: only what
+//!   happened); a report the hook could not send (its socket was full) is counted as lost.
+//! - **verdict** (a rule may block or redirect): a request before each connect (and first send to a
+//!   destination), answered after [`Decider::decide`]: `blocked` fails the connect with `ECONNREFUSED` and the
+//!   send with `EACCES`; `redirected` (TCP connects, when the agent knows the proxy's hook address) makes the hook
+//!   connect to the proxy instead and write the 28-byte `RWPX` header with the original destination and pid; with
+//!   no proxy known, a redirect fails closed (blocked, plus a sensor error). `throttled` cannot be applied from a
+//!   hook: the connection goes ahead and the event says `alerted` with the rule. A verdict that reached the hook
+//!   after its timeout is reported as `alerted` plus a `sensor`/`error` event, never as `blocked`.
+//!
+//! Mapping: `connect` -> `connect` (`direction: outbound`); `sendto`/`sendmsg` with a destination -> `send` with
+//! `bytes_out` the size of that first send (or `connect` for TCP Fast Open); a lookup -> `dns` with
+//! `dns.query` and `dns.answers` (the addresses the resolver returned; protocol `dns`, since the resolver may have
+//! answered from /etc/hosts without any packet). The answers of a session's lookups are remembered (up to
+//! [`NAMES_PER_SESSION`]), so a later connect of that process to one of them carries `dst_name`.
+//!
+//! Process facts come from the kernel and /proc, never from the message: pid, uid, gid from `SO_PEERCRED`, the
+//! rest read once per session at its hello. Every event has `trusted: false`.
+//!
+//! What it cannot see (asserted in the tests): statically linked programs, raw `syscall(SYS_connect, ..)`,
+//! processes started without the hook, setuid programs, sends on a connected socket (by design: the connect was
+//! seen), `sendmmsg`, resolvers that do not go through the hooked libc functions (a program's own DNS client is
+//! seen only as UDP sends to port 53), and inbound connections (`accept`; the sock_diag backend sees those).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use ringwatch_core::event::{DnsInfo, NetworkInfo};
+use ringwatch_core::guid::process_guid;
+use ringwatch_core::proc_table::{read_proc_process, read_stat};
+use ringwatch_core::{
+    Action, Activity, Backend, Decider, Domain, Event, EventSender, Mode, Probe, Process, Source, SourceContext,
+    SourceError, SourceKind,
+};
+use ringwatch_hook_protocol::{
+    CONFIG_NET_REPORT, CONFIG_NET_VERDICT, DnsMessage, Header, Message, MessageKind, NetMessage, NetOp, NetVerdict,
+    PROTO_TCP, encode_net_verdict,
+};
+
+use super::proxy::Proxy;
+use crate::preload::{self, HookHandler, Peer, Reply, ServerError, SharedSocket};
+
+const NAME: &str = "network/preload";
+const BACKEND: Backend = Backend { mode: Mode::User, source: SourceKind::Preload };
+/// Most resolved names remembered per session for `dst_name`.
+pub const NAMES_PER_SESSION: usize = 256;
+
+/// Whether hooked processes ask before each connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetVerdicts {
+    /// Ask when the decider may block or redirect a network event ([`Decider::may_deny`]), else only report.
+    #[default]
+    Auto,
+    /// Always ask.
+    Always,
+    /// Never ask: report after the fact, block nothing.
+    Never,
+}
+
+/// Start-up settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetworkPreloadConfig {
+    /// Monitor or verdict mode.
+    pub verdicts: NetVerdicts,
+    /// Where redirected connections go: the loopback proxy's address for hook-redirected connections (they start
+    /// with the `RWPX` header). `None`: no proxy runs, a redirect verdict blocks instead.
+    pub proxy: Option<SocketAddr>,
+}
+
+/// The preload network backend: the network handler registered on the (shared) hook socket.
+#[derive(Debug)]
+pub struct NetworkPreload {
+    socket: SharedSocket,
+    verdicts: bool,
+    /// The proxy redirected connections reach, kept running while this backend runs; its events go to this
+    /// backend's pipeline sender.
+    proxy: Option<Arc<Proxy>>,
+}
+
+impl NetworkPreload {
+    /// Available when the hook library is found; processes still need it injected.
+    pub fn probe() -> Probe {
+        preload::probe(Domain::Network)
+    }
+
+    /// Registers the network handler on the hook socket at `socket` (binding it unless another preload backend of
+    /// this agent already did).
+    pub fn start(socket: &Path, decider: Arc<dyn Decider>, config: NetworkPreloadConfig) -> Result<Self, SourceError> {
+        let verdicts = match config.verdicts {
+            NetVerdicts::Auto => decider.may_deny(Domain::Network),
+            NetVerdicts::Always => true,
+            NetVerdicts::Never => false,
+        };
+        let handler = NetHandler { decider, verdicts, proxy: config.proxy, sessions: HashMap::new() };
+        let kinds = [MessageKind::NET_REQUEST, MessageKind::NET_REPORT, MessageKind::NET_DNS];
+        let share = SharedSocket::attach(socket, &kinds, Box::new(handler)).map_err(|e: ServerError| match e {
+            e if e.is_permission() => SourceError::MissingPrivilege { backend: NAME, what: e.to_string() },
+            e => SourceError::Failed { backend: NAME, step: "bind hook socket".into(), message: e.to_string() },
+        })?;
+        let hooks = if verdicts { "verdict" } else { "monitor" };
+        tracing::info!(
+            domain = "network",
+            mode = "user",
+            source = "preload",
+            socket = %socket.display(),
+            hooks,
+            proxy = ?config.proxy,
+            "listening"
+        );
+        Ok(NetworkPreload { socket: share, verdicts, proxy: None })
+    }
+
+    /// Starts with the shared loopback proxy ([`super::proxy::shared`]) as the redirect target: its hook port is
+    /// where redirect verdicts send connections, and its events (relay, Host, SNI, host-rule blocks) go to this
+    /// backend's pipeline sender while it runs.
+    pub fn start_with_proxy(
+        socket: &Path,
+        decider: Arc<dyn Decider>,
+        verdicts: NetVerdicts,
+        proxy: Arc<Proxy>,
+    ) -> Result<Self, SourceError> {
+        let config = NetworkPreloadConfig { verdicts, proxy: Some(proxy.hook_addr()) };
+        let mut started = Self::start(socket, decider, config)?;
+        started.proxy = Some(proxy);
+        Ok(started)
+    }
+
+    /// The socket's path.
+    pub fn socket_path(&self) -> &Path {
+        self.socket.path()
+    }
+
+    /// True when hooked processes ask before each connect (a rule may block or redirect).
+    pub fn asks_for_verdicts(&self) -> bool {
+        self.verdicts
+    }
+}
+
+impl Source for NetworkPreload {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// Serves hook messages (for every preload backend, unless another one already does) until shutdown.
+    fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let span = tracing::info_span!("source", domain = "network", mode = "user", source = "preload");
+        let _enter = span.enter();
+        if let Some(proxy) = &self.proxy {
+            proxy.set_events(ctx.events.clone());
+        }
+        self.socket.serve(&ctx).map_err(|e| SourceError::Failed {
+            backend: NAME,
+            step: "serve hook socket".into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// What is known about a session's process.
+struct SessionFacts {
+    process: Process,
+    parent_exe: Option<String>,
+    /// Address -> name, from this process's lookups.
+    names: HashMap<IpAddr, String>,
+    tamper_reported: bool,
+}
+
+impl SessionFacts {
+    fn read(peer: Peer) -> Self {
+        let mut process = read_proc_process(peer.pid).unwrap_or_else(|| Process {
+            pid: peer.pid,
+            uid: peer.uid,
+            euid: peer.uid,
+            gid: peer.gid,
+            partial: true,
+            ..Process::default()
+        });
+        process.cwd = None;
+        if process.ppid != 0
+            && let Some(st) = read_stat(process.ppid)
+        {
+            process.parent_guid = Some(process_guid(process.ppid, st.start_ticks));
+        }
+        let parent_exe = (process.ppid != 0)
+            .then(|| std::fs::read_link(format!("/proc/{}/exe", process.ppid)).ok())
+            .flatten()
+            .map(|p| p.to_string_lossy().into_owned());
+        SessionFacts { process, parent_exe, names: HashMap::new(), tamper_reported: false }
+    }
+}
+
+/// Turns network requests, reports and lookups into events and verdicts.
+struct NetHandler {
+    decider: Arc<dyn Decider>,
+    verdicts: bool,
+    proxy: Option<SocketAddr>,
+    sessions: HashMap<u64, SessionFacts>,
+}
+
+impl HookHandler for NetHandler {
+    fn handle(&mut self, peer: Peer, _header: &Header, msg: &Message<'_>, reply: &mut Reply<'_>, events: &EventSender) {
+        let mut fresh;
+        let facts = if peer.session == 0 {
+            fresh = SessionFacts::read(peer);
+            &mut fresh
+        } else {
+            self.sessions.entry(peer.session).or_insert_with(|| SessionFacts::read(peer))
+        };
+        let (claimed_pid, dropped) = match msg {
+            Message::Net(m) => (m.pid, m.dropped),
+            Message::Dns(d) => (d.pid, d.dropped),
+            _ => return,
+        };
+        if dropped > 0 {
+            events.count_lost_upstream(u64::from(dropped));
+        }
+        if claimed_pid != peer.pid && !facts.tamper_reported {
+            facts.tamper_reported = true;
+            events.send(sensor_event(
+                Activity::Tamper,
+                peer,
+                format!(
+                    "network hook message claims pid {claimed_pid} but the socket peer is pid {}; the peer's pid is \
+                     used",
+                    peer.pid
+                ),
+            ));
+        }
+        match msg {
+            Message::Dns(d) => {
+                let ev = dns_event(peer, facts, d);
+                events.send(ev);
+            }
+            Message::Net(m) => {
+                // A failed call changed nothing; a request's outcome is not known yet.
+                if m.result.is_some_and(|r| r != 0) {
+                    return;
+                }
+                let mut ev = net_event(peer, facts, m);
+                if m.wants_verdict {
+                    decide(self.decider.as_ref(), self.proxy, peer, facts, m, &mut ev, reply, events);
+                }
+                events.send(ev);
+            }
+            _ => {}
+        }
+    }
+
+    fn config(&self) -> u32 {
+        if self.verdicts { CONFIG_NET_VERDICT } else { CONFIG_NET_REPORT }
+    }
+
+    fn session_opened(&mut self, peer: Peer) {
+        self.sessions.insert(peer.session, SessionFacts::read(peer));
+    }
+
+    fn session_closed(&mut self, session: u64) {
+        self.sessions.remove(&session);
+    }
+}
+
+/// Decides a request, answers the hook, and sets the event's action and rule.
+#[allow(clippy::too_many_arguments)] // the handler's context, passed apart because `facts` borrows the handler
+fn decide(
+    decider: &dyn Decider,
+    proxy: Option<SocketAddr>,
+    peer: Peer,
+    facts: &SessionFacts,
+    m: &NetMessage,
+    ev: &mut Event,
+    reply: &mut Reply<'_>,
+    events: &EventSender,
+) {
+    let decision = decider.decide(ev, facts.parent_exe.as_deref());
+    ev.rule = decision.rule.clone();
+    let rule = decision.rule.as_deref().unwrap_or("?");
+    let redirect_to = match decision.action {
+        Action::Redirected if m.protocol == PROTO_TCP && m.op == NetOp::Connect => match proxy {
+            Some(proxy) => Some(proxy),
+            None => {
+                events.send(sensor_event(
+                    Activity::Error,
+                    peer,
+                    format!(
+                        "rule {rule} redirects {} for pid {} but no proxy runs; the connect was refused instead",
+                        m.dst, peer.pid
+                    ),
+                ));
+                None
+            }
+        },
+        _ => None,
+    };
+    let (verdict, action) = match decision.action {
+        Action::Redirected if redirect_to.is_some() => {
+            let proxy = redirect_to.unwrap_or(m.dst);
+            (NetVerdict::Redirect { proxy }, Action::Redirected)
+        }
+        // A redirect of something the proxy cannot carry (UDP, a send) lets it through.
+        Action::Redirected if m.protocol != PROTO_TCP || m.op != NetOp::Connect => (NetVerdict::Allow, Action::Alerted),
+        Action::Redirected | Action::Blocked | Action::Denied | Action::Killed => {
+            (NetVerdict::Deny { errno: 0 }, Action::Blocked)
+        }
+        // A hook cannot limit a rate: the connection goes ahead, the event says which rule matched.
+        Action::Throttled | Action::Alerted => (NetVerdict::Allow, Action::Alerted),
+        Action::Observed => (NetVerdict::Allow, Action::Observed),
+    };
+    let reached = reply.send_with(|buf, seq| encode_net_verdict(buf, seq, verdict));
+    match verdict {
+        NetVerdict::Allow => ev.action = action,
+        _ if reached => {
+            ev.action = action;
+            if let NetVerdict::Redirect { proxy } = verdict
+                && let Some(net) = ev.network.as_mut()
+            {
+                net.original_dst = Some(m.dst.to_string());
+                net.dst_ip = Some(proxy.ip().to_string());
+                net.dst_port = Some(proxy.port());
+            }
+        }
+        _ => {
+            ev.action = Action::Alerted;
+            events.send(sensor_event(
+                Activity::Error,
+                peer,
+                format!(
+                    "{} of {} {} for pid {} reached the hook after its timeout; the call was not stopped",
+                    action.as_str(),
+                    m.op.name(),
+                    m.dst,
+                    peer.pid
+                ),
+            ));
+        }
+    }
+}
+
+fn protocol_name(p: u8) -> &'static str {
+    if p == PROTO_TCP { "tcp" } else { "udp" }
+}
+
+/// The event for a connect or send.
+fn net_event(peer: Peer, facts: &SessionFacts, m: &NetMessage) -> Event {
+    let activity = match (m.op, m.protocol) {
+        (NetOp::Connect, _) => Activity::Connect,
+        // sendto with MSG_FASTOPEN on TCP connects.
+        (_, PROTO_TCP) => Activity::Connect,
+        _ => Activity::Send,
+    };
+    let mut ev = Event::new(Domain::Network, activity, BACKEND);
+    ev.process = facts.process.clone();
+    ev.process.pid = peer.pid;
+    ev.process.tid = if m.pid == peer.pid { m.tid } else { 0 };
+    ev.network = Some(NetworkInfo {
+        protocol: protocol_name(m.protocol).into(),
+        src_ip: m.src.map(|s| s.ip().to_string()),
+        src_port: m.src.map(|s| s.port()),
+        dst_ip: Some(m.dst.ip().to_string()),
+        dst_port: Some(m.dst.port()),
+        direction: Some("outbound".into()),
+        bytes_out: (activity == Activity::Send).then_some(u64::from(m.bytes)),
+        dst_name: facts.names.get(&canonical(m.dst.ip())).cloned(),
+        ..NetworkInfo::default()
+    });
+    ev
+}
+
+/// The event for a lookup; remembers its answers for later connects of the session.
+fn dns_event(peer: Peer, facts: &mut SessionFacts, d: &DnsMessage<'_>) -> Event {
+    let query = String::from_utf8_lossy(d.query).into_owned();
+    let answers: Vec<IpAddr> = d.answers().collect();
+    for ip in &answers {
+        if facts.names.len() >= NAMES_PER_SESSION {
+            facts.names.clear();
+        }
+        facts.names.insert(canonical(*ip), query.clone());
+    }
+    let mut ev = Event::new(Domain::Network, Activity::Dns, BACKEND);
+    ev.process = facts.process.clone();
+    ev.process.pid = peer.pid;
+    ev.process.tid = if d.pid == peer.pid { d.tid } else { 0 };
+    ev.network = Some(NetworkInfo {
+        protocol: "dns".into(),
+        direction: Some("outbound".into()),
+        dns: Some(DnsInfo { query, answers: answers.iter().map(ToString::to_string).collect() }),
+        ..NetworkInfo::default()
+    });
+    ev
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address (a v6 socket connecting to a name resolved to v4).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A `sensor` event about `peer`.
+fn sensor_event(activity: Activity, peer: Peer, message: String) -> Event {
+    let mut ev = Event::sensor(activity, NAME, message, None);
+    ev.process.pid = peer.pid;
+    ev.process.uid = peer.uid;
+    ev.process.euid = peer.uid;
+    ev.process.gid = peer.gid;
+    ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> SessionFacts {
+        SessionFacts { process: Process::default(), parent_exe: None, names: HashMap::new(), tamper_reported: false }
+    }
+
+    fn peer() -> Peer {
+        Peer { pid: 7, uid: 0, gid: 0, session: 1 }
+    }
+
+    #[test]
+    fn a_connect_after_a_lookup_carries_the_name() {
+        let mut f = facts();
+        let mut buf = [0u8; ringwatch_hook_protocol::DNS_MAX_LEN];
+        let fixed = ringwatch_hook_protocol::DnsFixed {
+            op: ringwatch_hook_protocol::DnsOp::Getaddrinfo,
+            pid: 7,
+            tid: 7,
+            uid: 0,
+            dropped: 0,
+            result: 0,
+        };
+        let ip: IpAddr = "10.0.0.9".parse().expect("test value");
+        let n = ringwatch_hook_protocol::encode_dns(&mut buf, 1, &fixed, b"db.test", [ip]).expect("test value");
+        let Ok((_, Message::Dns(d))) = ringwatch_hook_protocol::decode(&buf[..n]) else { panic!("dns") };
+        let ev = dns_event(peer(), &mut f, &d);
+        assert_eq!(
+            ev.network.as_ref().expect("test value").dns.as_ref().expect("test value").answers,
+            vec!["10.0.0.9".to_string()]
+        );
+        let m = NetMessage {
+            wants_verdict: false,
+            op: NetOp::Connect,
+            flags: 0,
+            pid: 7,
+            tid: 7,
+            uid: 0,
+            result: Some(0),
+            dropped: 0,
+            bytes: 0,
+            protocol: PROTO_TCP,
+            dst: SocketAddr::new(IpAddr::V6("::ffff:10.0.0.9".parse().expect("test value")), 80),
+            src: None,
+        };
+        let ev = net_event(peer(), &f, &m);
+        assert_eq!(ev.activity, Activity::Connect);
+        assert!(!ev.trusted);
+        assert_eq!(ev.network.expect("test value").dst_name.as_deref(), Some("db.test"));
+    }
+}

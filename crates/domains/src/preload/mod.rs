@@ -27,8 +27,8 @@ pub use install::{
 };
 pub use ringwatch_hook_protocol::DEFAULT_SOCKET_PATH as DEFAULT_SOCKET;
 pub use server::{
-    BATCH, COALESCE, COALESCE_UNDER, HookHandler, MAX_PENDING, MAX_SESSIONS, Peer, PreloadServer, REQUEST_DEADLINE,
-    Reply, Routes, ServerError,
+    BATCH, COALESCE, COALESCE_UNDER, HookHandler, MAX_PENDING, MAX_REPLY, MAX_SESSIONS, Peer, PreloadServer,
+    REQUEST_DEADLINE, Reply, Routes, ServerError,
 };
 pub use shared::SharedSocket;
 

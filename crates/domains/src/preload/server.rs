@@ -99,6 +99,9 @@ pub trait HookHandler: Send {
     fn session_closed(&mut self, _session: u64) {}
 }
 
+/// Largest answer [`Reply::send_with`] can send.
+pub const MAX_REPLY: usize = 64;
+
 /// The way back to the hook that sent a message.
 #[derive(Debug)]
 pub struct Reply<'a> {
@@ -120,6 +123,29 @@ impl Reply<'_> {
         self.sent = true;
         let mut buf = [0u8; VERDICT_LEN];
         let Ok(len) = encode_verdict(&mut buf, self.seq, verdict) else { return false };
+        let Some(bytes) = buf.get(..len) else { return false };
+        match send(self.fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => n == len,
+            Err(e) => {
+                tracing::debug!(error = %e, "hook left before its verdict");
+                false
+            }
+        }
+    }
+
+    /// Sends the answer `encode` writes (given a buffer of [`MAX_REPLY`] bytes and the request's number; it
+    /// returns the length), for domains whose answer is not a plain [`Verdict`] (the network verdict carries the
+    /// proxy's address). Once, like [`Reply::send`], with the same meaning of the result.
+    pub fn send_with(
+        &mut self,
+        encode: impl FnOnce(&mut [u8], u32) -> Result<usize, ringwatch_hook_protocol::BufferTooSmall>,
+    ) -> bool {
+        if self.sent || !self.wanted {
+            return false;
+        }
+        self.sent = true;
+        let mut buf = [0u8; MAX_REPLY];
+        let Ok(len) = encode(&mut buf, self.seq) else { return false };
         let Some(bytes) = buf.get(..len) else { return false };
         match send(self.fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
             Ok(n) => n == len,
@@ -537,9 +563,11 @@ impl PreloadServer {
             }
             Message::Exec(_) => true,
             Message::File(f) => f.wants_verdict,
+            Message::Net(n) => n.wants_verdict,
+            Message::Dns(_) => false,
             // A kind from a newer hook: a one-shot connection waits for an answer, a session's may be a report.
             Message::Unknown(_) => !conn.session,
-            Message::Verdict(_) | Message::Config(_) => {
+            Message::Verdict(_) | Message::Config(_) | Message::NetVerdict(_) => {
                 events.count_malformed();
                 tracing::debug!(pid = conn.peer.pid, kind = header.kind.0, "agent-to-hook message from a hook");
                 return Next::Close;

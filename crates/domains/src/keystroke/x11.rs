@@ -1,1 +1,0 @@
-//! Keystroke domain: `x11` backend (issue #6, being built).

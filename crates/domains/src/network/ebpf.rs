@@ -1,1 +1,0 @@
-//! Network domain: `ebpf` backend (issue #5, being built).

@@ -1,0 +1,519 @@
+//! Network domain, kernel mode, monitor: TCP `connect` / `accept` / `listen` / `close` (with bytes and duration),
+//! UDP `connect` and `send`, and `dns` queries and answers, each with the acting process; plus, when the policy
+//! enforces (block, redirect, throttle), the [`NetworkEnforcer`] on its own thread.
+//!
+//! The BPF side is `src/bpf/network/monitor.bpf.c` (wire format in `monitor.h`):
+//!
+//! - `tp_btf/inet_sock_set_state` sees every TCP state change. Connects are reported once ESTABLISHED (or when a
+//!   SYN_SENT socket closes: refused, unreachable, timed out), accepts when a listener's child is ESTABLISHED,
+//!   `listen` at LISTEN, `close` when an established socket reaches CLOSE, with `bytes_out` = `tcp_sock.bytes_acked`,
+//!   `bytes_in` = `tcp_sock.bytes_received` and the time since ESTABLISHED.
+//! - cgroup `sock_create` / `sock_release`, `connect4/6`, `sendmsg4/6` and `cgroup_skb` ingress/egress, attached to
+//!   [`NetworkEbpfConfig::cgroup`] (default: the cgroup2 root, i.e. every process).
+//!
+//! # Attribution
+//!
+//! Several TCP transitions run in softirq (ESTABLISHED on the SYN-ACK, the final CLOSE), where the current task is
+//! whoever the CPU interrupted. So the owner is recorded in process context, keyed by socket cookie: at `socket()`
+//! (`sock_create`), refreshed at `connect()` (CLOSE→SYN_SENT) and `listen()` (CLOSE→LISTEN), which run in the
+//! caller. An accepted socket is created in softirq, so it is attributed to the process that listens on its port
+//! (per network namespace). DNS packets are attributed through their socket's cookie the same way.
+//!
+//! # What it cannot see or tell
+//!
+//! - Sockets opened before the agent started: with the default root attach point, listeners are found in /proc at
+//!   start ([`seed`]) so their accepts are attributed; other sockets are adopted by the task that next connects,
+//!   listens or closes them (`close` then has no duration). An accept whose listener is still unknown (its process
+//!   could not be read at start) is reported **unattributed** (no process, `process.partial`). Below the root,
+//!   only sockets created inside the cgroup are reported.
+//! - Several processes sharing a listening port (SO_REUSEPORT, pre-fork servers): `accept` names the one that
+//!   listened last, not necessarily the one that called accept(2). A socket passed to another process keeps its
+//!   creator until the receiver connects or listens with it.
+//! - UDP: `send` only for sends that name a destination (sendto/sendmsg on an unconnected socket), once per socket
+//!   and destination per `udp_repeat`; a connected UDP socket is one `connect`, its send(2)s are not counted. No
+//!   UDP bytes, no UDP `close`. The source port of a UDP `connect` is 0 when the socket was not yet bound.
+//! - A refused TCP connect is a `connect` with `bytes_out`/`bytes_in` 0 and no `close` (the contract has no error
+//!   field yet).
+//! - DNS: only the first 512 payload bytes of a packet, IPv4 and IPv6 without extension headers, port 53 only
+//!   (DoT/DoH are just TLS connections); DNS over TCP only when the message starts a segment. A cut answer that
+//!   no longer parses is counted as malformed. The IP→name cache keeps the last [`NetworkEbpfConfig::dns_names`]
+//!   addresses; `dst_name` is the name the address was last resolved from by anyone on the host.
+//! - `process.cgroup`, `exe` and `cmdline` are filled by the pipeline's process table, not by the kernel.
+//! - The agent's own sockets (and its proxy's) are not reported. Records are lost only when the ring buffer is
+//!   full; that is counted (per-CPU `drops`) and reported as `lost_upstream`.
+
+mod decode;
+pub mod dns;
+mod seed;
+
+use std::fs::File;
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
+use ringwatch_core::compiled::NetworkPlan;
+use ringwatch_core::guid::BootInfo;
+use ringwatch_core::{Activity, Domain, Event, Mode, Probe, Source, SourceContext, SourceError, SourceKind};
+
+use super::enforce::{EnforceConfig, NetworkEnforcer};
+use crate::libbpf_support::{
+    clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error, realtime_offset_ns,
+};
+use crate::probe;
+use decode::Decoder;
+use dns::NameCache;
+
+// Generated code: not held to the workspace lints.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    unused_qualifications,
+    unsafe_op_in_unsafe_fn,
+    non_camel_case_types
+)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/monitor.skel.rs"));
+}
+
+use skel::{MonitorSkel, MonitorSkelBuilder};
+
+/// Backend name in logs, errors and loss counters.
+pub const NAME: &str = "network/ebpf";
+
+/// Kernel program names (bpftool shows them; tests check they are gone after shutdown).
+pub const PROGRAM_NAMES: [&str; 9] = [
+    "mon_state",
+    "mon_sk_new",
+    "mon_sk_free",
+    "mon_connect4",
+    "mon_connect6",
+    "mon_sendmsg4",
+    "mon_sendmsg6",
+    "mon_dns_out",
+    "mon_dns_in",
+];
+
+/// Ring-buffer poll timeout: how late a batch below the wakeup threshold is read, and how soon shutdown is noticed.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How often the per-CPU `drops` counters are summed and reported.
+const DROPS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the monitor watches and what it enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkEbpfConfig {
+    /// Rules enforced in the kernel; when [`NetworkPlan::enforces`], the [`NetworkEnforcer`] starts too.
+    pub plan: NetworkPlan,
+    /// cgroup v2 directory the cgroup programs attach to (processes in it and below are monitored; the TCP
+    /// tracepoint reports only their sockets). `None`: the cgroup2 root, every process.
+    pub cgroup: Option<PathBuf>,
+    /// A UDP socket's sends to one destination are reported again after this long.
+    pub udp_repeat: Duration,
+    /// Addresses kept in the IP→name cache (for `network.dst_name`).
+    pub dns_names: usize,
+}
+
+impl Default for NetworkEbpfConfig {
+    fn default() -> Self {
+        NetworkEbpfConfig {
+            plan: NetworkPlan::default(),
+            cgroup: None,
+            udp_repeat: Duration::from_secs(60),
+            dns_names: 4096,
+        }
+    }
+}
+
+/// The kernel network monitor: loaded and attached by [`NetworkEbpf::start`], streaming from [`Source::run`].
+pub struct NetworkEbpf {
+    /// One link per program; dropping them detaches. Declared before `skel` so a dropped, never-run backend
+    /// detaches before the object is closed.
+    links: Vec<Link>,
+    skel: MonitorSkel<'static>,
+    /// Started when the plan enforces; runs on its own thread inside [`Source::run`].
+    enforcer: Option<NetworkEnforcer>,
+    realtime_offset_ns: i128,
+    dns_names: usize,
+}
+
+impl std::fmt::Debug for NetworkEbpf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkEbpf").field("links", &self.links.len()).field("enforcer", &self.enforcer).finish()
+    }
+}
+
+impl NetworkEbpf {
+    /// Whether the monitor can run here: privilege, kernel BTF, a cgroup2 mount, the `sock/inet_sock_set_state`
+    /// tracepoint, and an actual load of the BPF object (nothing attached; unloaded before returning).
+    pub fn probe() -> Probe {
+        let unavailable = |why: String| Probe::unavailable(Domain::Network, Mode::Kernel, SourceKind::Ebpf, why);
+        if !has_bpf_privilege() {
+            return unavailable("needs root with CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN (or CAP_SYS_ADMIN)".into());
+        }
+        if !probe::has_kernel_btf() {
+            return unavailable(format!("no kernel BTF at {} (CO-RE and tp_btf need it)", probe::VMLINUX_BTF));
+        }
+        let Some(root) = probe::cgroup2_mount() else {
+            return unavailable("no cgroup v2 mount (cgroup sock_addr and cgroup_skb programs need one)".into());
+        };
+        if probe::tracefs_mounted() && !probe::tracepoint_exists("sock", "inet_sock_set_state") {
+            return unavailable("tracepoint sock/inet_sock_set_state not found in tracefs".into());
+        }
+        install_libbpf_logging();
+        let mut storage = MaybeUninit::uninit();
+        match open_and_load(&mut storage, &NetworkEbpfConfig::default(), true, None) {
+            Ok(skel) => {
+                drop(skel);
+                Probe::ok(
+                    Domain::Network,
+                    Mode::Kernel,
+                    SourceKind::Ebpf,
+                    format!(
+                        "eBPF tp_btf inet_sock_set_state, cgroup sock/connect/sendmsg and cgroup_skb DNS on {}",
+                        root.display()
+                    ),
+                )
+            }
+            Err(e) => unavailable(e.to_string()),
+        }
+    }
+
+    /// Loads the object, attaches the tracepoint and the cgroup programs to `cfg.cgroup`, and starts the
+    /// enforcer when the plan enforces. Events are buffered in the kernel from here until [`Source::run`].
+    pub fn start(cfg: &NetworkEbpfConfig) -> Result<Self, SourceError> {
+        Self::start_with_ring(cfg, None)
+    }
+
+    fn start_with_ring(cfg: &NetworkEbpfConfig, ring_bytes: Option<u32>) -> Result<Self, SourceError> {
+        install_libbpf_logging();
+        if !probe::has_kernel_btf() {
+            return Err(SourceError::Unsupported {
+                backend: NAME,
+                what: format!("no kernel BTF at {}", probe::VMLINUX_BTF),
+            });
+        }
+        let root = probe::cgroup2_mount()
+            .ok_or_else(|| SourceError::Unsupported { backend: NAME, what: "no cgroup v2 mount".into() })?;
+        let cgroup = cfg.cgroup.clone().unwrap_or_else(|| root.clone());
+        let at_root = same_dir(&cgroup, &root);
+        let cgroup_dir = File::open(&cgroup).map_err(|e| SourceError::Failed {
+            backend: NAME,
+            step: "open cgroup".into(),
+            message: format!("{}: {e}", cgroup.display()),
+        })?;
+        BootInfo::get();
+
+        // The skeleton borrows its object slot for its whole life and the backend moves between threads, so the
+        // slot (one pointer) is leaked to get a 'static borrow; the object is closed when the skeleton drops.
+        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let skel = open_and_load(storage, cfg, at_root, ring_bytes)?;
+        if at_root {
+            seed_listeners(&skel);
+        }
+        let mut links = Vec::with_capacity(PROGRAM_NAMES.len());
+        let attach = |prog: &libbpf_rs::ProgramMut<'_>, cgroup_fd: Option<i32>| {
+            let name = prog.name().to_string_lossy().into_owned();
+            let link = match cgroup_fd {
+                Some(fd) => prog.attach_cgroup(fd),
+                None => prog.attach(),
+            };
+            link.map_err(|e| libbpf_error(NAME, &format!("attach {name}"), &e))
+        };
+        let fd = cgroup_dir.as_raw_fd();
+        let p = &skel.progs;
+        // The owner map is filled by sock_create before the tracepoint looks at it.
+        for prog in [&p.mon_sk_new, &p.mon_sk_free, &p.mon_connect4, &p.mon_connect6, &p.mon_sendmsg4]
+            .into_iter()
+            .chain([&p.mon_sendmsg6, &p.mon_dns_out, &p.mon_dns_in])
+        {
+            links.push(attach(prog, Some(fd))?);
+        }
+        links.push(attach(&p.mon_state, None)?);
+
+        let enforcer = if cfg.plan.enforces() || cfg.plan.needs_proxy() {
+            let enforce_cfg = EnforceConfig::for_cgroup(&cgroup);
+            Some(NetworkEnforcer::start(&cfg.plan, &enforce_cfg)?)
+        } else {
+            None
+        };
+        tracing::debug!(backend = NAME, cgroup = %cgroup.display(), enforcing = enforcer.is_some(), "attached");
+        Ok(NetworkEbpf {
+            links,
+            skel,
+            enforcer,
+            realtime_offset_ns: realtime_offset_ns(NAME)?,
+            dns_names: cfg.dns_names,
+        })
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.ino() == y.ino() && x.dev() == y.dev(),
+        _ => false,
+    }
+}
+
+/// Opens the skeleton, writes the agent's tgid and the filter into rodata, and loads it (no attach).
+fn open_and_load<'a>(
+    storage: &'a mut MaybeUninit<OpenObject>,
+    cfg: &NetworkEbpfConfig,
+    at_root: bool,
+    ring_bytes: Option<u32>,
+) -> Result<MonitorSkel<'a>, SourceError> {
+    clear_libbpf_warnings();
+    let mut open = MonitorSkelBuilder::default().open(storage).map_err(|e| libbpf_error(NAME, "open", &e))?;
+    if let Some(bytes) = ring_bytes {
+        open.maps.events.set_max_entries(bytes).map_err(|e| libbpf_error(NAME, "size events", &e))?;
+    }
+    let Some(rodata) = open.maps.rodata_data.as_deref_mut() else {
+        return Err(SourceError::Failed {
+            backend: NAME,
+            step: "set rodata".into(),
+            message: "the object has no .rodata section (agent_tgid missing)".into(),
+        });
+    };
+    rodata.agent_tgid = std::process::id();
+    rodata.report_unowned = u8::from(at_root);
+    rodata.udp_repeat_ns = u64::try_from(cfg.udp_repeat.as_nanos()).unwrap_or(u64::MAX);
+    open.load().map_err(|e| load_error(NAME, &e))
+}
+
+impl Source for NetworkEbpf {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let span = tracing::info_span!("source", domain = "network", mode = "kernel", source = "ebpf");
+        let _guard = span.enter();
+        let NetworkEbpf { links, skel, enforcer, realtime_offset_ns, dns_names } = *self;
+        let enforcer_thread = match enforcer {
+            Some(enforcer) => {
+                let enforce_ctx = ctx.clone();
+                let thread = std::thread::Builder::new()
+                    .name("network-enforce".into())
+                    .spawn(move || enforcer.run(enforce_ctx))
+                    .map_err(|e| SourceError::Failed {
+                        backend: NAME,
+                        step: "spawn enforcer thread".into(),
+                        message: e.to_string(),
+                    })?;
+                Some(thread)
+            }
+            None => None,
+        };
+        let monitored = monitor_loop(links, &skel, &ctx, Decoder { realtime_offset_ns }, dns_names);
+        if monitored.is_err() {
+            // The enforcer stops with the agent; make sure it does not outlive a failed monitor.
+            ctx.shutdown.trigger();
+        }
+        let enforced = match enforcer_thread {
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(SourceError::Failed { backend: NAME, step: "enforcer thread".into(), message: "panicked".into() })
+            }),
+            None => Ok(()),
+        };
+        drop(skel);
+        tracing::debug!(backend = NAME, "detached");
+        monitored.and(enforced)
+    }
+}
+
+/// Polls the ring buffer until shutdown; detaches, drains and returns.
+fn monitor_loop(
+    links: Vec<Link>,
+    skel: &MonitorSkel<'static>,
+    ctx: &SourceContext,
+    decoder: Decoder,
+    dns_names: usize,
+) -> Result<(), SourceError> {
+    let pending = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Event>::with_capacity(1024)));
+    let mut builder = RingBufferBuilder::new();
+    {
+        let pending = pending.clone();
+        let sender = ctx.events.clone();
+        // Runs inside consume(): decode into memory only; no I/O, no blocking.
+        builder
+            .add(&skel.maps.events, move |data: &[u8]| {
+                match decoder.decode(data) {
+                    Ok(ev) => pending.borrow_mut().push(ev),
+                    Err(e) => {
+                        tracing::trace!(backend = NAME, error = e, len = data.len(), "malformed sample");
+                        sender.count_malformed();
+                    }
+                }
+                0
+            })
+            .map_err(|e| libbpf_error(NAME, "ring buffer add events", &e))?;
+    }
+    let ring = builder.build().map_err(|e| libbpf_error(NAME, "ring buffer build", &e))?;
+    let mut names = NameCache::new(dns_names);
+    let mut reported_drops = 0u64;
+    let mut last_drops = Instant::now();
+    let mut links = Some(links);
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        let stopping = ctx.shutdown.is_triggered();
+        if stopping {
+            // Detach first, then drain: nothing produced before the detach is lost.
+            drop(links.take());
+        } else if let Err(e) = ring.poll(POLL_TIMEOUT)
+            && e.kind() != ErrorKind::Interrupted
+        {
+            return Err(libbpf_error(NAME, "ring buffer poll", &e));
+        }
+        // With BPF_RB_NO_WAKEUP below the threshold, poll may time out with data waiting: always consume.
+        if let Err(e) = ring.consume()
+            && e.kind() != ErrorKind::Interrupted
+        {
+            return Err(libbpf_error(NAME, "ring buffer consume", &e));
+        }
+        std::mem::swap(&mut batch, &mut *pending.borrow_mut());
+        for mut ev in batch.drain(..) {
+            annotate_names(&mut names, &mut ev);
+            ctx.events.send(ev);
+        }
+        if stopping || last_drops.elapsed() >= DROPS_INTERVAL {
+            last_drops = Instant::now();
+            let total = total_drops(skel);
+            let lost = total.saturating_sub(reported_drops);
+            reported_drops = reported_drops.max(total);
+            if lost > 0 {
+                ctx.events.count_lost_upstream(lost);
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}
+
+/// DNS answers feed the IP→name cache; connection events get `dst_name` from it.
+fn annotate_names(names: &mut NameCache, ev: &mut Event) {
+    let Some(net) = ev.network.as_mut() else { return };
+    if ev.activity == Activity::Dns {
+        if let Some(dns) = &net.dns {
+            for ip in dns.answers.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                names.insert(ip, &dns.query);
+            }
+        }
+        return;
+    }
+    let remote = if net.direction.as_deref() == Some("inbound") { &net.src_ip } else { &net.dst_ip };
+    if let Some(name) = remote.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).and_then(|ip| names.get(&ip)) {
+        net.dst_name = Some(name.to_owned());
+    }
+}
+
+/// Fills `listen_owner` with the listeners that predate the agent (see [`seed`]); a failure only costs attribution.
+fn seed_listeners(skel: &MonitorSkel<'_>) {
+    let owners = seed::listen_owners();
+    let mut failed = 0usize;
+    for (key, owner) in &owners {
+        // SAFETY: listen_key and sock_owner are #[repr(C)] integer structs generated from BTF (Plain); viewing
+        // them as bytes reads initialised memory only.
+        let (k, v) = unsafe { (plain::as_bytes(key), plain::as_bytes(owner)) };
+        if skel.maps.listen_owner.update(k, v, MapFlags::NO_EXIST).is_err() {
+            failed += 1;
+        }
+    }
+    tracing::debug!(backend = NAME, listeners = owners.len(), failed, "seeded pre-existing listeners");
+}
+
+/// Sum of the per-CPU `drops` counters.
+fn total_drops(skel: &MonitorSkel<'_>) -> u64 {
+    match skel.maps.drops.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
+        Ok(Some(per_cpu)) => {
+            per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum()
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            tracing::debug!(backend = NAME, error = %e, "reading drops failed");
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_reports_why_when_unprivileged_or_says_what_it_uses() {
+        let p = NetworkEbpf::probe();
+        assert_eq!((p.domain, p.mode, p.source), (Domain::Network, Mode::Kernel, SourceKind::Ebpf));
+        if has_bpf_privilege() && probe::has_kernel_btf() && probe::cgroup2_mount().is_some() {
+            assert!(p.available, "privileged with BTF and cgroup2 but unavailable: {}", p.detail);
+        } else {
+            assert!(!p.available && !p.detail.is_empty());
+        }
+    }
+
+    #[test]
+    fn ring_buffer_overflow_is_counted_as_lost_upstream() {
+        use ringwatch_core::sink::{MemorySink, Sink};
+        use ringwatch_core::{Pipeline, Shutdown};
+        if !NetworkEbpf::probe().available || !Path::new("/bin/bash").exists() {
+            eprintln!("skipping: network/ebpf or bash unavailable here");
+            return;
+        }
+        // 16 KiB holds about a hundred records; nobody reads it until the workload is done.
+        let source = NetworkEbpf::start_with_ring(&NetworkEbpfConfig::default(), Some(16 * 1024)).expect("start");
+        // bash connects a fresh UDP socket for every /dev/udp redirection: one UDP `connect` record each.
+        let status = std::process::Command::new("/bin/bash")
+            .args(["-c", "for i in $(seq 1000); do echo x 2>/dev/null > /dev/udp/127.0.0.1/9; done"])
+            .status()
+            .expect("spawn bash");
+        assert!(status.success());
+        let pipeline = Pipeline::new(1 << 16);
+        let stats = pipeline.stats();
+        let shutdown = Shutdown::new();
+        shutdown.trigger();
+        let ctx = SourceContext { events: pipeline.sender(NAME), shutdown };
+        Box::new(source).run(ctx).expect("run");
+        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(MemorySink::default())];
+        pipeline.run("h", &mut ringwatch_core::proc_table::ProcessTable::empty(), &mut [], &mut sinks);
+        let (queue_full, lost, malformed) = stats.losses().get(NAME).copied().unwrap_or_default();
+        assert_eq!((queue_full, malformed), (0, 0));
+        assert!(lost >= 800, "overflow counted as lost_upstream: {lost}");
+        let written = stats.written.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(written > 0 && written < 200, "what fitted was delivered: {written}");
+    }
+
+    #[test]
+    fn dns_answers_name_later_connections_in_either_direction() {
+        use ringwatch_core::event::{DnsInfo, NetworkInfo};
+        use ringwatch_core::{Backend, Event};
+        let backend = Backend { mode: Mode::Kernel, source: SourceKind::Ebpf };
+        let mut names = NameCache::new(8);
+        let mut dns = Event::new(Domain::Network, Activity::Dns, backend);
+        dns.network = Some(NetworkInfo {
+            dns: Some(DnsInfo {
+                query: "ringwatch.test".into(),
+                answers: vec!["alias.test".into(), "10.77.0.9".into()],
+            }),
+            ..NetworkInfo::default()
+        });
+        annotate_names(&mut names, &mut dns);
+        let mut connect = Event::new(Domain::Network, Activity::Connect, backend);
+        connect.network = Some(NetworkInfo {
+            dst_ip: Some("10.77.0.9".into()),
+            direction: Some("outbound".into()),
+            ..NetworkInfo::default()
+        });
+        annotate_names(&mut names, &mut connect);
+        assert_eq!(connect.network.and_then(|n| n.dst_name).as_deref(), Some("ringwatch.test"));
+        let mut other = Event::new(Domain::Network, Activity::Connect, backend);
+        other.network = Some(NetworkInfo { dst_ip: Some("10.77.0.10".into()), ..NetworkInfo::default() });
+        annotate_names(&mut names, &mut other);
+        assert_eq!(other.network.and_then(|n| n.dst_name), None);
+    }
+}

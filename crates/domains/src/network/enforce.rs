@@ -1,1 +1,0 @@
-//! Network domain: `enforce` backend (issue #5, being built).

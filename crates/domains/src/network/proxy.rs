@@ -1,1 +1,0 @@
-//! Network domain: `proxy` backend (issue #5, being built).

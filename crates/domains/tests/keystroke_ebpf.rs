@@ -1,0 +1,242 @@
+//! keystroke/ebpf against the real kernel: interactive bash shells driven through pty pairs the test opens, typed
+//! into key by key like a person (readline reads one key per read), checked for exact lines, redaction of echo-off
+//! input in the kernel, per-session separation, and silence on terminal output. Needs root; skips otherwise.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::Running;
+use ringwatch_core::compiled::KeystrokePlan;
+use ringwatch_core::{Activity, Domain, Event, Mode, SourceKind};
+use ringwatch_domains::keystroke::ebpf::KeystrokeEbpf;
+use ringwatch_domains::keystroke::pty::PtyChild;
+
+/// An interactive bash with a clean rc on a pty the test owns; its output is drained by a thread.
+struct Shell {
+    pty: PtyChild,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Shell {
+    fn start() -> Shell {
+        let mut cmd = Command::new("bash");
+        cmd.args(["--norc", "--noprofile", "-i"])
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("TERM", "xterm")
+            .env("PS1", "ready$ ")
+            .env("HISTFILE", "/dev/null");
+        let pty = PtyChild::spawn(&mut cmd, None).expect("bash on a pty");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut master = pty.master.try_clone().expect("clone master");
+        let sink = output.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 64 * 1024];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("output lock").extend_from_slice(&buf[..n]);
+            }
+        });
+        let shell = Shell { pty, output };
+        shell.wait_output("ready$ ", 1);
+        shell
+    }
+
+    fn pid(&self) -> u32 {
+        self.pty.child.id()
+    }
+
+    /// Types `text` one key at a time, as a person (and readline's per-key reads) would.
+    fn type_keys(&self, text: &str) {
+        let mut master = &self.pty.master;
+        for b in text.as_bytes() {
+            master.write_all(&[*b]).expect("type a key");
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits until `needle` appeared `count` times in the output.
+    fn wait_output(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = String::from_utf8_lossy(&self.output.lock().expect("output lock")).into_owned();
+            if out.matches(needle).count() >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "waited for {needle:?} x{count}; output so far: {out}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn exit(mut self) {
+        self.type_keys("exit\r");
+        let _ = self.pty.child.wait();
+    }
+}
+
+fn start_or_skip(plan: &KeystrokePlan) -> Option<Running> {
+    let probe = KeystrokeEbpf::probe();
+    if !probe.available {
+        eprintln!("skipping: keystroke/ebpf unavailable here: {}", probe.detail);
+        return None;
+    }
+    let source = KeystrokeEbpf::start(plan).expect("start keystroke/ebpf");
+    Some(Running::start(source, 1 << 16))
+}
+
+fn enabled() -> KeystrokePlan {
+    KeystrokePlan { enabled: true, idle_flush: Duration::from_millis(500), ..Default::default() }
+}
+
+fn inputs_on<'a>(events: &'a [Event], tty: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
+    events.iter().filter(move |e| {
+        e.domain == Domain::Keystroke && e.keystroke.as_ref().and_then(|k| k.tty.as_deref()) == Some(tty)
+    })
+}
+
+#[test]
+fn typed_command_is_one_input_event_with_the_exact_text_and_the_reader() {
+    let Some(running) = start_or_skip(&enabled()) else { return };
+    let shell = Shell::start();
+    shell.type_keys("echo hello-ringwatch\r");
+    shell.wait_output("hello-ringwatch", 2);
+    let tty = shell.pty.tty.clone();
+    let found = running.wait_for(Duration::from_secs(5), |e| {
+        e.keystroke.as_ref().is_some_and(|k| k.text == "echo hello-ringwatch" && k.tty.as_deref() == Some(&tty))
+    });
+    let bash = shell.pid();
+    shell.exit();
+    let stopped = running.stop();
+    let ev = found.expect("an input event with the typed line");
+    assert_eq!((ev.domain, ev.activity), (Domain::Keystroke, Activity::Input));
+    assert_eq!((ev.backend.mode, ev.backend.source), (Mode::Kernel, SourceKind::Ebpf));
+    let k = ev.keystroke.as_ref().expect("keystroke facts");
+    assert_eq!((k.keys, k.redacted), (Some(21), false));
+    let p = &ev.process;
+    assert_eq!(p.pid, bash, "the reading process is the shell");
+    assert_eq!(p.uid, nix::unistd::getuid().as_raw());
+    assert_eq!(p.session_id, bash, "bash leads its own session on the test's pty");
+    assert_eq!(p.tty.as_deref(), Some(tty.as_str()));
+    assert!(!p.guid.is_empty() && p.comm == "bash", "{p:?}");
+    // The prompt, the echo and the command's output are terminal output: never input.
+    let out =
+        inputs_on(&stopped.events, &tty).map(|e| e.keystroke.as_ref().map(|k| k.text.clone())).collect::<Vec<_>>();
+    assert!(out.iter().all(|t| !t.as_deref().unwrap_or("").contains("ready$")), "{out:?}");
+    assert_eq!(stopped.losses.get("keystroke/ebpf").map(|l| l.1).unwrap_or(0), 0, "no drops");
+}
+
+#[test]
+fn read_s_password_is_redacted_in_the_kernel_and_never_leaves_it() {
+    let Some(running) = start_or_skip(&enabled()) else { return };
+    let shell = Shell::start();
+    let tty = shell.pty.tty.clone();
+    shell.type_keys("read -s -p 'pw: ' secret_var; echo got-${#secret_var}\r");
+    shell.wait_output("pw: ", 1);
+    // `read -s` switches the terminal to canonical mode with ECHO off, then reads one line.
+    thread::sleep(Duration::from_millis(200));
+    shell.type_keys("Sup3rS3cretPw\r");
+    shell.wait_output("got-13", 1);
+    let redacted = running.wait_for(Duration::from_secs(5), |e| {
+        e.keystroke.as_ref().is_some_and(|k| k.redacted && k.tty.as_deref() == Some(&tty))
+    });
+    shell.exit();
+    let stopped = running.stop();
+    let ev = redacted.expect("a redacted input event");
+    let k = ev.keystroke.as_ref().expect("keystroke facts");
+    assert_eq!((k.text.as_str(), k.keys), ("", Some(14)), "length only: 13 characters and the Enter");
+    let json: String = stopped.events.iter().map(|e| serde_json::to_string(e).expect("serialize")).collect();
+    assert!(!json.contains("Sup3rS3cretPw") && !json.contains("S3cret"), "the password reached user space");
+    // The command that asked for it is captured in clear.
+    assert!(inputs_on(&stopped.events, &tty).any(|e| {
+        e.keystroke.as_ref().is_some_and(|k| k.text == "read -s -p 'pw: ' secret_var; echo got-${#secret_var}")
+    }));
+}
+
+#[test]
+fn two_concurrent_sessions_are_captured_separately() {
+    let Some(running) = start_or_skip(&enabled()) else { return };
+    let one = Shell::start();
+    let two = Shell::start();
+    // Interleave keys of the two sessions so a shared buffer would mix them.
+    let (a, b) = ("echo first-session-aaa\r", "echo second-session-bbb\r");
+    for (ka, kb) in a.chars().zip(b.chars().chain(std::iter::repeat('\0'))) {
+        one.type_keys(&ka.to_string());
+        if kb != '\0' {
+            two.type_keys(&kb.to_string());
+        }
+    }
+    two.type_keys(&b[a.len()..]);
+    one.wait_output("first-session-aaa", 2);
+    two.wait_output("second-session-bbb", 2);
+    let (tty1, tty2) = (one.pty.tty.clone(), two.pty.tty.clone());
+    assert_ne!(tty1, tty2);
+    let got = |tty: &str, text: &str| {
+        let (tty, text) = (tty.to_owned(), text.to_owned());
+        running.wait_for(Duration::from_secs(5), move |e| {
+            e.keystroke.as_ref().is_some_and(|k| k.tty.as_deref() == Some(tty.as_str()) && k.text == text)
+        })
+    };
+    let e1 = got(&tty1, "echo first-session-aaa").expect("session one's line on its own tty");
+    let e2 = got(&tty2, "echo second-session-bbb").expect("session two's line on its own tty");
+    assert_eq!((e1.process.pid, e2.process.pid), (one.pid(), two.pid()));
+    assert_ne!(e1.process.session_id, e2.process.session_id);
+    one.exit();
+    two.exit();
+    running.stop();
+}
+
+#[test]
+fn big_output_to_the_terminal_is_not_input() {
+    let Some(running) = start_or_skip(&enabled()) else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big.txt");
+    let line = "0123456789abcdefghijklmnopqrstuvwxyz-output-not-input\n";
+    std::fs::write(&big, line.repeat(200_000)).expect("write 10 MB");
+    let shell = Shell::start();
+    let tty = shell.pty.tty.clone();
+    shell.type_keys(&format!("cat {}; echo cat-done\r", big.display()));
+    shell.wait_output("cat-done", 2);
+    shell.exit();
+    let stopped = running.stop();
+    let texts: Vec<String> =
+        inputs_on(&stopped.events, &tty).filter_map(|e| e.keystroke.as_ref().map(|k| k.text.clone())).collect();
+    assert!(texts.iter().any(|t| t.starts_with("cat ")), "the typed command is captured: {texts:?}");
+    assert!(texts.iter().all(|t| !t.contains("output-not-input")), "output captured as input: {texts:?}");
+    assert!(texts.len() <= 3, "only the typed lines (cat, exit): {texts:?}");
+}
+
+#[test]
+fn uid_filter_in_the_kernel_skips_other_users() {
+    // Capture only a uid nobody here uses: the root shell's input must not appear.
+    let plan = KeystrokePlan { uids: vec![64_999], ..enabled() };
+    let Some(running) = start_or_skip(&plan) else { return };
+    let shell = Shell::start();
+    let tty = shell.pty.tty.clone();
+    shell.type_keys("echo filtered-out\r");
+    shell.wait_output("filtered-out", 2);
+    shell.exit();
+    let stopped = running.stop();
+    assert_eq!(inputs_on(&stopped.events, &tty).count(), 0, "uid filter let input through");
+}
+
+#[test]
+fn partial_input_is_flushed_after_the_idle_timeout() {
+    let Some(running) = start_or_skip(&enabled()) else { return };
+    let shell = Shell::start();
+    let tty = shell.pty.tty.clone();
+    shell.type_keys("echo half-typed");
+    let flushed = running.wait_for(Duration::from_secs(5), |e| {
+        e.keystroke.as_ref().is_some_and(|k| k.tty.as_deref() == Some(tty.as_str()) && k.text == "echo half-typed")
+    });
+    shell.type_keys("\x03");
+    shell.exit();
+    running.stop();
+    assert!(flushed.is_some(), "partial line flushed after 500 ms idle");
+}
