@@ -39,11 +39,11 @@ use ringwatch_core::{
     Action, Activity, Backend, Domain, Event, Mode, Probe, Process, Source, SourceContext, SourceError, SourceKind,
 };
 
+use crate::kernel_ids::{CgroupPaths, tty};
 use crate::libbpf_support::{
     PerCpuCounter, clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error,
     realtime_offset_ns,
 };
-use crate::kernel_ids::{CgroupPaths, tty};
 use crate::probe;
 
 // Generated code: not held to the workspace lints.
