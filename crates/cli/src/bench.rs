@@ -145,7 +145,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "exec storm: {} x fork+exec /bin/true, median of {} rounds, kernel {}",
         args.execs,
         args.rounds,
-        fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+        kernel_release()
     );
     println!(
         "| configuration | wall s | ratio | agent CPU s / 1000 execs | exec events (min) | with exe+argv (min) | drops (max) |"
@@ -291,6 +291,23 @@ fn count_storm_events(out: &Path, shell_pid: u32, sample: &mut Sample) -> Result
         }
     }
     Ok(())
+}
+
+/// The running kernel's release, for a benchmark's header line (empty when unreadable).
+pub(crate) fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned()
+}
+
+/// Writes `source` to `work/<name>.c` and compiles it with `cc -O2` into `work/<name>`: a benchmark's load program.
+pub(crate) fn compile_c(work: &Path, name: &str, source: &str) -> Result<PathBuf> {
+    let src = work.join(format!("{name}.c"));
+    let prog = work.join(name);
+    fs::write(&src, source)?;
+    let out = Command::new("cc").args(["-O2", "-o"]).arg(&prog).arg(&src).output().context("running cc")?;
+    if !out.status.success() {
+        bail!("cc failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(prog)
 }
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {

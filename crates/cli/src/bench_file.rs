@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::bench::{BenchArgs, cpu_seconds, median, start_agent_with, stop_agent};
+use crate::bench::{BenchArgs, compile_c, cpu_seconds, kernel_release, median, start_agent_with, stop_agent};
 
 /// Default cycles per storm.
 const DEFAULT_FILES: u64 = 200_000;
@@ -200,7 +200,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 fn run_in(args: &BenchArgs, files: u64, work: &Path, storm_root: &Path) -> Result<()> {
-    let prog = compile_storm(work)?;
+    let prog = compile_c(work, "storm", STORM_C)?;
     let protected = work.join("protected");
     fs::write(&protected, "not for you\n")?;
     let policies = write_policies(work, &protected)?;
@@ -295,7 +295,7 @@ fn run_in(args: &BenchArgs, files: u64, work: &Path, storm_root: &Path) -> Resul
         dir: storm_root.parent().unwrap_or(storm_root).display().to_string(),
         fs_type,
         rounds: args.rounds,
-        kernel: fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+        kernel: kernel_release(),
         file_storm: rows,
         exec_storm: exec_rows,
     };
@@ -379,17 +379,6 @@ fn print_report(r: &Report) {
 fn median_u64(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
-}
-
-fn compile_storm(work: &Path) -> Result<PathBuf> {
-    let src = work.join("storm.c");
-    let prog = work.join("storm");
-    fs::write(&src, STORM_C)?;
-    let out = Command::new("cc").args(["-O2", "-o"]).arg(&prog).arg(&src).output().context("running cc")?;
-    if !out.status.success() {
-        bail!("cc failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(prog)
 }
 
 /// The policy files, by kind (`None` has none).

@@ -66,7 +66,7 @@ impl X11Session {
             }
         };
         let mut session = X11Session { xvfb, xterm, display, window: String::new() };
-        let found = session.xdotool(&["search", "--sync", "--name", &format!("^{XTERM_TITLE}$")])?;
+        let found = session.xdotool(&["search", "--sync", "--onlyvisible", "--name", &format!("^{XTERM_TITLE}$")])?;
         session.window = found.lines().next().context("xdotool found no xterm window")?.to_owned();
         session.xdotool(&["windowfocus", "--sync", &session.window])?;
         Ok(session)

@@ -20,14 +20,14 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::bench::{BenchArgs, cpu_seconds, median, start_agent_with, stop_agent};
+use crate::bench::{BenchArgs, compile_c, cpu_seconds, kernel_release, median, start_agent_with, stop_agent};
 
 /// Default connects per storm.
 const DEFAULT_CONNECTS: u32 = 5_000;
@@ -231,7 +231,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 fn run_in(args: &BenchArgs, work: &Path, connects: u32, bulk_mib: u64) -> Result<()> {
-    let prog = compile_netload(work)?;
+    let prog = compile_c(work, "netload", NETLOAD_C)?;
     let mut rows = Vec::new();
     for (label, workload) in [("connect storm", Workload::Storm(connects)), ("bulk transfer", Workload::Bulk(bulk_mib))]
     {
@@ -277,7 +277,7 @@ fn run_in(args: &BenchArgs, work: &Path, connects: u32, bulk_mib: u64) -> Result
         "network: connect storm {connects} x connect+accept+close on 127.0.0.1, bulk {bulk_mib} MiB over 127.0.0.1; \
          median of {} rounds, kernel {}",
         args.rounds,
-        fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+        kernel_release()
     );
     println!(
         "| workload | configuration | wall s | ratio | MiB/s (ratio) | agent CPU s | connect events | close events | drops |"
@@ -359,15 +359,4 @@ fn count_events(out: &Path, port: u64, sample: &mut Sample) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn compile_netload(work: &Path) -> Result<PathBuf> {
-    let src = work.join("netload.c");
-    let prog = work.join("netload");
-    fs::write(&src, NETLOAD_C)?;
-    let out = Command::new("cc").args(["-O2", "-o"]).arg(&prog).arg(&src).output().context("running cc")?;
-    if !out.status.success() {
-        bail!("cc failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(prog)
 }

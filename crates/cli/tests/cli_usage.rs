@@ -2,9 +2,7 @@
 
 mod common;
 
-use std::fs;
-
-use common::{run, temp_dir};
+use common::{policy_check, policy_check_ok, run, temp_dir};
 use serde_json::Value;
 
 #[test]
@@ -31,10 +29,11 @@ fn probe_lists_all_eight_domain_mode_pairs_and_exits_0() {
 #[test]
 fn malformed_policy_exits_2_naming_the_line() {
     let dir = temp_dir("policy");
-    let path = dir.path().join("bad.yaml");
-    fs::write(&path, "rules:\n  - id: a\n    domain: process\n    match: { exe: [/bin/x\n    action: kill\n")
-        .expect("write");
-    let out = run(&["policy", "check", path.to_str().expect("utf8")]);
+    let out = policy_check(
+        dir.path(),
+        "bad.yaml",
+        "rules:\n  - id: a\n    domain: process\n    match: { exe: [/bin/x\n    action: kill\n",
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:"), "error names the file and line: {err}");
@@ -43,10 +42,9 @@ fn malformed_policy_exits_2_naming_the_line() {
 #[test]
 fn unknown_policy_field_exits_2_naming_field_and_line() {
     let dir = temp_dir("policy");
+    let text = "rules:\n  - id: a\n    domain: process\n    match: { exe: /bin/x }\n    actoin: kill\n";
+    let out = policy_check(dir.path(), "unknown.yaml", text);
     let path = dir.path().join("unknown.yaml");
-    fs::write(&path, "rules:\n  - id: a\n    domain: process\n    match: { exe: /bin/x }\n    actoin: kill\n")
-        .expect("write");
-    let out = run(&["policy", "check", path.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(":5:") && err.contains("actoin"), "names line 5 and the field: {err}");
@@ -58,15 +56,12 @@ fn unknown_policy_field_exits_2_naming_field_and_line() {
 #[test]
 fn valid_policy_checks_ok_and_says_where_it_is_enforced() {
     let dir = temp_dir("policy");
-    let path = dir.path().join("ok.yaml");
-    fs::write(
-        &path,
+    let text = policy_check_ok(
+        dir.path(),
+        "ok.yaml",
         "rules:\n  - id: no-tmp\n    domain: process\n    match: { exe: \"/tmp/**\" }\n    action: kill\n",
-    )
-    .expect("write");
-    let out = run(&["policy", "check", path.to_str().expect("utf8")]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no-tmp: kill at exec of /tmp/ enforced in the kernel"));
+    );
+    assert!(text.contains("no-tmp: kill at exec of /tmp/ enforced in the kernel"));
 }
 
 #[test]

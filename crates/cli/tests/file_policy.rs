@@ -8,7 +8,7 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Agent, backend_available, run, temp_dir};
+use common::{Agent, assert_policy_check_errors, backend_available, policy_check_ok, run, temp_dir};
 
 /// True when the file kernel backend can run and its probe reports permission events.
 fn permission_events_available() -> bool {
@@ -121,30 +121,19 @@ fn bad_file_policies_exit_2_naming_the_line() {
         ("trust", "exec_trust:\n  mode: trusted_only\n  allow_paths: [\"/usr/**\", bin]\n".to_owned(), ":3: exec_trust.allow_paths[1]: relative path"),
         ("keystroke", "rules:\n  - id: a\n    domain: keystroke\n    match: { exe: /a }\n    action: alert\n".to_owned(), ":3: rules[0].domain: domain `keystroke` rules are not supported"),
     ];
-    for (name, text, expected) in cases {
-        let path = dir.path().join(format!("{name}.yaml"));
-        fs::write(&path, text).expect("write");
-        let out = run(&["policy", "check", path.to_str().expect("utf8")]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
-        assert!(err.contains(&format!("{name}.yaml{expected}")), "{name}: expected `{expected}` in {err}");
-    }
+    assert_policy_check_errors(dir.path(), cases);
 }
 
 #[test]
 fn a_valid_file_policy_checks_ok_and_says_how_it_is_enforced() {
     let dir = temp_dir("file-policy-ok");
-    let path = dir.path().join("ok.yaml");
-    fs::write(
-        &path,
+    let text = policy_check_ok(
+        dir.path(),
+        "ok.yaml",
         "rules:\n  - id: shadow\n    domain: file\n    match: { path: /etc/shadow, activity: open }\n    action: deny\n  \
          - id: etc-writes\n    domain: file\n    match: { path: /etc/, activity: write }\n    action: deny\n\
          exec_trust: { mode: trusted_only, allow_paths: [\"/usr/**\"] }\n",
-    )
-    .expect("write");
-    let out = run(&["policy", "check", path.to_str().expect("utf8")]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    );
     assert!(text.contains("shadow: deny on open refused before it happens"), "{text}");
     assert!(text.contains("etc-writes: alerted, not refused"), "{text}");
     assert!(text.contains("exec_trust: trusted_only"), "{text}");

@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::fs;
-
-use common::{run, temp_dir};
+use common::{assert_policy_check_errors, policy_check_ok, temp_dir};
 
 #[test]
 fn bad_keystroke_sections_exit_2_naming_the_line() {
@@ -44,29 +42,18 @@ fn bad_keystroke_sections_exit_2_naming_the_line() {
             ":3: keystrokes.record_passwords: unknown field",
         ),
     ];
-    for (name, text, expected) in cases {
-        let path = dir.path().join(format!("{name}.yaml"));
-        fs::write(&path, text).expect("write");
-        let out = run(&["policy", "check", path.to_str().expect("utf8")]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
-        assert!(err.contains(&format!("{name}.yaml{expected}")), "{name}: expected `{expected}` in {err}");
-    }
+    assert_policy_check_errors(dir.path(), cases);
 }
 
 #[test]
 fn a_valid_keystroke_section_checks_ok_and_says_capture_is_on() {
     let dir = temp_dir("keys-policy-ok");
-    let path = dir.path().join("keys.yaml");
-    fs::write(
-        &path,
+    let text = policy_check_ok(
+        dir.path(),
+        "keys.yaml",
         "keystrokes:\n  enabled: true\n  users: [root]\n  groups: [root]\n  ttys: [\"pts/*\", tty1]\n  idle_flush: 500ms\n  \
          retention: 7d\n  alert_patterns:\n    - '\\b4[0-9]{12}(?:[0-9]{3})?\\b'\n    - { id: aws-key, pattern: 'AKIA[0-9A-Z]{16}' }\n",
-    )
-    .expect("write");
-    let out = run(&["policy", "check", path.to_str().expect("utf8")]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    );
     assert!(
         text.contains(
             "keystrokes: capture ON for 1 user(s), 1 group(s), terminals pts/*, tty1; echo-off redaction on; idle flush \
@@ -75,9 +62,6 @@ fn a_valid_keystroke_section_checks_ok_and_says_capture_is_on() {
         "{text}"
     );
 
-    let off = dir.path().join("off.yaml");
-    fs::write(&off, "keystrokes:\n  enabled: false\n  alert_patterns: ['x+']\n").expect("write");
-    let out = run(&["policy", "check", off.to_str().expect("utf8")]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("keystrokes: capture off"));
+    let text = policy_check_ok(dir.path(), "off.yaml", "keystrokes:\n  enabled: false\n  alert_patterns: ['x+']\n");
+    assert!(text.contains("keystrokes: capture off"));
 }

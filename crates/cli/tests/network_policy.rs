@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::fs;
-
-use common::{run, temp_dir};
+use common::{assert_policy_check_errors, policy_check_ok, temp_dir};
 
 fn rule(m: &str, action: &str) -> String {
     format!("rules:\n  - id: net-rule\n    domain: network\n    match: {m}\n    action: {action}\n")
@@ -32,22 +30,15 @@ fn bad_network_policies_exit_2_naming_the_line() {
         ("bad-cgroup", rule("{ cgroup: system.slice }", "block"), ":4: rules[0].match.cgroup: `system.slice` is not a cgroup path"),
         ("keystroke-rule", "rules:\n  - id: k\n    domain: keystroke\n    match: { exe: /a }\n    action: alert\n".to_owned(), ":3: rules[0].domain: domain `keystroke` rules are not supported"),
     ];
-    for (name, text, expected) in cases {
-        let path = dir.path().join(format!("{name}.yaml"));
-        fs::write(&path, text).expect("write");
-        let out = run(&["policy", "check", path.to_str().expect("utf8")]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
-        assert!(err.contains(&format!("{name}.yaml{expected}")), "{name}: expected `{expected}` in {err}");
-    }
+    assert_policy_check_errors(dir.path(), cases);
 }
 
 #[test]
 fn a_valid_network_policy_checks_ok_and_says_where_each_rule_is_enforced() {
     let dir = temp_dir("net-policy-ok");
-    let path = dir.path().join("net.yaml");
-    fs::write(
-        &path,
+    let text = policy_check_ok(
+        dir.path(),
+        "net.yaml",
         r#"rules:
   - id: no-metadata
     domain: network
@@ -74,11 +65,7 @@ fn a_valid_network_policy_checks_ok_and_says_where_each_rule_is_enforced() {
     match: { dst: "fd00::/8" }
     action: alert
 "#,
-    )
-    .expect("write");
-    let out = run(&["policy", "check", path.to_str().expect("utf8")]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    );
     assert!(text.contains("ok, 6 rule(s)"), "{text}");
     assert!(text.contains("no-metadata: block enforced in the kernel at connect/send"), "{text}");
     assert!(text.contains("web-through-proxy: redirect enforced in the kernel"), "{text}");
@@ -99,19 +86,15 @@ fn a_valid_network_policy_checks_ok_and_says_where_each_rule_is_enforced() {
     assert!(!text.contains("note: host rules"), "{text}");
 
     // Host rules without any redirect: the summary says they cannot act.
-    let hosts_only = dir.path().join("hosts-only.yaml");
-    fs::write(
-        &hosts_only,
+    let text = policy_check_ok(
+        dir.path(),
+        "hosts-only.yaml",
         "rules:
   - id: evil
     domain: network
     match: { host: evil.example }
     action: block
 ",
-    )
-    .expect("write");
-    let out = run(&["policy", "check", hosts_only.to_str().expect("utf8")]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    );
     assert!(text.contains("note: host rules act only on connections a kernel `redirect` rule sends"), "{text}");
 }

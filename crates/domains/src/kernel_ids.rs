@@ -1,13 +1,15 @@
 //! Names for the identifiers kernel backends report: cgroup v2 ids (the cgroup directory's inode number) become
-//! paths as `/proc/PID/cgroup` shows them, and tty device numbers become `pts/N` / `ttyN`. Shared by every eBPF
-//! backend, which all record the raw numbers in the kernel and name them here.
+//! paths as `/proc/PID/cgroup` shows them, tty device numbers become `pts/N` / `ttyN`, and NUL-padded C strings
+//! (`comm`) become strings. Shared by every eBPF backend, which all record the raw values in the kernel and name
+//! them here.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ringwatch_core::proc_table::tty_name;
+use ringwatch_core::Event;
+use ringwatch_core::proc_table::{container_id_from_cgroup, tty_name};
 
 use crate::probe;
 
@@ -17,6 +19,12 @@ const CGROUP_RESCAN: Duration = Duration::from_secs(1);
 /// The terminal of a `(major, minor)` device number, `None` for 0 (no controlling terminal).
 pub(crate) fn tty(major: u32, minor: u32) -> Option<String> {
     if major == 0 { None } else { tty_name(major, minor) }
+}
+
+/// The string in a NUL-padded C char array (up to the first NUL, lossy UTF-8).
+pub(crate) fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// cgroup v2 id -> path (as /proc/PID/cgroup's `0::` line shows it), from the inode numbers of the cgroup2 tree.
@@ -46,6 +54,14 @@ impl CgroupPaths {
         self.by_id.clear();
         scan_cgroups(&root, &root, &mut self.by_id);
         self.by_id.get(&id).cloned()
+    }
+
+    /// Sets the event's process cgroup and container id from cgroup `id` (nothing for 0: the record had none).
+    pub(crate) fn annotate(&mut self, ev: &mut Event, id: u64) {
+        if id != 0 {
+            ev.process.cgroup = self.resolve(id);
+            ev.process.container_id = ev.process.cgroup.as_deref().and_then(container_id_from_cgroup);
+        }
     }
 }
 

@@ -1,15 +1,90 @@
 //! What every eBPF backend needs around libbpf, in one place: the privilege check, libbpf's log routed into
 //! `tracing` with the last warnings kept to explain a failed load, libbpf errors mapped to the [`SourceError`]
-//! contract, the clock offset that turns BPF boot-time stamps into wall-clock time, and the per-CPU drop counters
-//! every ring-buffer program keeps.
+//! contract, the clock offset that turns BPF boot-time stamps into wall-clock time, the per-CPU drop counters
+//! every ring-buffer program keeps, and the steps every skeleton-based backend repeats: declaring the generated
+//! skeleton module ([`bpf_skeleton!`]), the `'static` object slot, the BTF/tracefs checks before a tracepoint load,
+//! and the ring-buffer poll loop ([`stream_ring`]).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
+use std::rc::Rc;
 use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
 
-use libbpf_rs::{ErrorKind, MapCore, MapFlags, PrintLevel};
-use ringwatch_core::SourceError;
+use libbpf_rs::{ErrorKind, MapCore, MapFlags, OpenObject, PrintLevel, RingBufferBuilder};
+use ringwatch_core::event::Timestamp;
+use ringwatch_core::{Domain, Mode, Probe, SourceContext, SourceError, SourceKind};
 
 use crate::probe;
+
+/// Declares `mod skel` holding the skeleton `build.rs` generated for `src/bpf/**/<name>.bpf.c`, exempt from the
+/// workspace lints (generated code). `bpf_skeleton!("sched.skel.rs");`
+macro_rules! bpf_skeleton {
+    ($file:literal) => {
+        // Generated code: not held to the workspace lints.
+        #[allow(
+            missing_docs,
+            clippy::all,
+            clippy::pedantic,
+            clippy::unwrap_used,
+            unused_qualifications,
+            unsafe_op_in_unsafe_fn,
+            non_camel_case_types
+        )]
+        mod skel {
+            include!(concat!(env!("OUT_DIR"), "/", $file));
+        }
+    };
+}
+pub(crate) use bpf_skeleton;
+
+/// A `'static` slot for a skeleton's object. The skeleton borrows its slot for its whole life and a backend moves
+/// between threads, so the slot (one pointer) is leaked to get a `'static` borrow; the object itself is closed
+/// when the skeleton drops.
+pub(crate) fn leaked_object_slot() -> &'static mut MaybeUninit<OpenObject> {
+    Box::leak(Box::new(MaybeUninit::uninit()))
+}
+
+/// The probe of a kernel backend of `domain` by an actual open + load of its BPF object (`load` opens and loads
+/// into the slot it is given, attaches nothing, and drops the skeleton, unloading it): available with `detail`,
+/// or unavailable saying why the load failed.
+pub(crate) fn probe_by_loading(
+    domain: Domain,
+    detail: impl Into<String>,
+    load: impl FnOnce(&mut MaybeUninit<OpenObject>) -> Result<(), SourceError>,
+) -> Probe {
+    install_libbpf_logging();
+    let mut storage = MaybeUninit::uninit();
+    match load(&mut storage) {
+        Ok(()) => Probe::ok(domain, Mode::Kernel, SourceKind::Ebpf, detail),
+        Err(e) => Probe::unavailable(domain, Mode::Kernel, SourceKind::Ebpf, e.to_string()),
+    }
+}
+
+/// The error for an object without the `.rodata` section its loader writes `what` into.
+pub(crate) fn missing_rodata(backend: &'static str, what: &str) -> SourceError {
+    SourceError::Failed {
+        backend,
+        step: "set rodata".into(),
+        message: format!("the object has no .rodata section ({what} missing)"),
+    }
+}
+
+/// What a tracepoint backend's `start` checks and prepares before loading: libbpf's log routed, kernel BTF present
+/// (CO-RE), tracefs mounted (mounted here when it is not).
+pub(crate) fn prepare_tracepoint_load(backend: &'static str) -> Result<(), SourceError> {
+    install_libbpf_logging();
+    if !probe::has_kernel_btf() {
+        return Err(SourceError::Unsupported { backend, what: format!("no kernel BTF at {}", probe::VMLINUX_BTF) });
+    }
+    if !probe::tracefs_mounted() {
+        for line in probe::ensure_mounts() {
+            tracing::info!(backend, "{line}");
+        }
+    }
+    Ok(())
+}
 
 /// Whether the agent may load tracing BPF programs: CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN, in the effective set.
 pub(crate) fn has_bpf_privilege() -> bool {
@@ -69,6 +144,12 @@ pub(crate) fn realtime_offset_ns(backend: &'static str) -> Result<i128, SourceEr
     Ok(real - boot)
 }
 
+/// A BPF boot-time stamp (`bpf_ktime_get_boot_ns`) as wall-clock time, given [`realtime_offset_ns`].
+pub(crate) fn wall_time(ktime: u64, realtime_offset_ns: i128) -> Timestamp {
+    let ns = i128::from(ktime) + realtime_offset_ns;
+    Timestamp(u64::try_from(ns.max(0)).unwrap_or(u64::MAX))
+}
+
 // --- libbpf log routing -------------------------------------------------------------------------------------------
 
 /// Last warning lines from libbpf, kept so a failed load can say which program and why.
@@ -121,7 +202,7 @@ pub(crate) struct PerCpuCounter {
 
 impl PerCpuCounter {
     /// The increase since the previous call; 0 when the map cannot be read (logged at debug for `backend`).
-    pub(crate) fn delta(&mut self, map: &impl MapCore, backend: &str) -> u64 {
+    pub(crate) fn delta(&mut self, map: &dyn MapCore, backend: &str) -> u64 {
         let total = match map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
             Ok(Some(per_cpu)) => per_cpu
                 .iter()
@@ -134,7 +215,90 @@ impl PerCpuCounter {
             }
         };
         let delta = total.saturating_sub(self.reported);
-        self.reported = total;
+        self.reported = self.reported.max(total);
         delta
+    }
+}
+
+// --- ring-buffer poll loop ----------------------------------------------------------------------------------------
+
+/// Ring-buffer poll timeout: how late a batch below the wakeup threshold is read, and how soon shutdown is noticed.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How often the per-CPU `drops` counters are summed and reported.
+const DROPS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The maps of one loaded object that [`stream_ring`] reads: the `events` ring buffer and the per-CPU `drops`
+/// counter the BPF side bumps when the ring is full.
+pub(crate) struct RingMaps<'a> {
+    pub(crate) events: &'a dyn MapCore,
+    pub(crate) drops: &'a dyn MapCore,
+}
+
+/// Polls `maps.events` until `ctx.shutdown`: every sample goes through `decode` inside the ring-buffer callback
+/// (memory only: no I/O, no blocking; a sample it rejects is counted as malformed), then the decoded batch goes to
+/// `deliver` in the poll loop (which may do I/O, e.g. name cgroups) with whether this is the last round. Drops are
+/// counted as `lost_upstream` every second and at the end. On shutdown it calls `detach` first, then drains, so
+/// nothing produced before the detach is lost.
+pub(crate) fn stream_ring<T>(
+    backend: &'static str,
+    maps: RingMaps<'_>,
+    ctx: &SourceContext,
+    mut decode: impl FnMut(&[u8]) -> Result<T, &'static str>,
+    mut detach: impl FnMut(),
+    mut deliver: impl FnMut(std::vec::Drain<'_, T>, bool),
+) -> Result<(), SourceError> {
+    const BATCH: usize = 1024;
+    let pending = Rc::new(RefCell::new(Vec::<T>::with_capacity(BATCH)));
+    let mut builder = RingBufferBuilder::new();
+    {
+        let pending = pending.clone();
+        let sender = ctx.events.clone();
+        builder
+            .add(maps.events, move |data: &[u8]| {
+                match decode(data) {
+                    Ok(record) => pending.borrow_mut().push(record),
+                    Err(e) => {
+                        tracing::trace!(backend, error = e, len = data.len(), "malformed sample");
+                        sender.count_malformed();
+                    }
+                }
+                0
+            })
+            .map_err(|e| libbpf_error(backend, "ring buffer add events", &e))?;
+    }
+    let ring = builder.build().map_err(|e| libbpf_error(backend, "ring buffer build", &e))?;
+    let mut drops = PerCpuCounter::default();
+    let mut last_drops = Instant::now();
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let stopping = ctx.shutdown.is_triggered();
+        if stopping {
+            // Detach first, then drain: nothing produced before the detach is lost.
+            detach();
+        } else if let Err(e) = ring.poll(POLL_TIMEOUT)
+            && e.kind() != ErrorKind::Interrupted
+        {
+            return Err(libbpf_error(backend, "ring buffer poll", &e));
+        }
+        // With BPF_RB_NO_WAKEUP below the threshold, poll may time out with data waiting: always consume.
+        if let Err(e) = ring.consume()
+            && e.kind() != ErrorKind::Interrupted
+        {
+            return Err(libbpf_error(backend, "ring buffer consume", &e));
+        }
+        // Swap buffers so both keep their capacity across polls.
+        std::mem::swap(&mut batch, &mut *pending.borrow_mut());
+        deliver(batch.drain(..), stopping);
+        if stopping || last_drops.elapsed() >= DROPS_INTERVAL {
+            last_drops = Instant::now();
+            let lost = drops.delta(maps.drops, backend);
+            if lost > 0 {
+                ctx.events.count_lost_upstream(lost);
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
     }
 }

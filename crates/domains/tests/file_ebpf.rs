@@ -14,7 +14,7 @@ use std::time::Instant;
 use ringwatch_core::{Action, Activity, Domain, Event, Mode, Source, SourceKind};
 use ringwatch_domains::file::ebpf::{FailureFilter, FileEbpf, FileEbpfConfig};
 
-use common::{Running, Stopped};
+use common::{Running, Stopped, build_c_helpers};
 
 const COMPONENT: &str = "file/ebpf";
 /// The nobody user and group: an unprivileged child that the kernel refuses root-only files.
@@ -47,15 +47,7 @@ fn start(config: FileEbpfConfig) -> Option<Running> {
 fn helper() -> Option<&'static Path> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/file_syscalls.c");
-        let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("file-ebpf");
-        fs::create_dir_all(&out_dir).ok()?;
-        let out = out_dir.join("file_syscalls");
-        let ok = Command::new("cc").args(["-O2", "-Wall", "-o"]).arg(&out).arg(src).status().is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipping: cc could not compile tests/data/file_syscalls.c");
-            return None;
-        }
+        let [out] = build_c_helpers("file-ebpf", [(&["-O2", "-Wall"], "file_syscalls.c", "file_syscalls")])?;
         // The target dir may sit under a 0700 home: make the path traversable for nobody, or skip.
         for dir in out.ancestors().skip(1) {
             if let Ok(meta) = fs::metadata(dir)

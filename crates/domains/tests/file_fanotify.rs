@@ -125,15 +125,8 @@ fn expect_sequence(events: &[Event], dir: &str, pid: u32) {
 fn helper() -> Option<&'static Path> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/file_helper.c");
-        let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("file-fanotify");
-        fs::create_dir_all(&out_dir).ok()?;
-        let out = out_dir.join("file_helper");
-        let ok = Command::new("cc").args(["-O1", "-Wall", "-o"]).arg(&out).arg(src).status().is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipping: cc could not compile tests/data/file_helper.c");
-        }
-        ok.then_some(out)
+        let [out] = common::build_c_helpers("file-fanotify", [(&["-O1", "-Wall"], "file_helper.c", "file_helper")])?;
+        Some(out)
     })
     .as_deref()
 }

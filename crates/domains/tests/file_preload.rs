@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Running, Stopped, hook_lib};
+use common::{Running, Stopped, build_c_helpers, hook_lib, root_and_hook_or_skip};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, recv, send, socket};
 use ringwatch_core::proc_table::ProcessTable;
 use ringwatch_core::sink::{MemorySink, Sink};
@@ -43,21 +43,9 @@ const RULE: &str = "test-protect";
 // ---------------------------------------------------------------------------------------------------------------
 // Harness
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Skips (returns true after printing why) when the test cannot run here.
 fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipping: needs root (reads other processes' /proc)");
-        return true;
-    }
-    if hook_lib().is_none() {
-        eprintln!("skipping: libringwatch_hook.so could not be built or found");
-        return true;
-    }
-    false
+    !root_and_hook_or_skip("reads other processes' /proc")
 }
 
 /// The C helpers, compiled once.
@@ -70,31 +58,15 @@ struct Helpers {
 fn helpers() -> Option<&'static Helpers> {
     static BINS: OnceLock<Option<Helpers>> = OnceLock::new();
     BINS.get_or_init(|| {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("file-preload");
-        fs::create_dir_all(&out).ok()?;
-        let h = Helpers {
-            ops: out.join("file_ops"),
-            ops_static: out.join("file_ops_static"),
-            malloc_trap: out.join("malloc_trap.so"),
-        };
-        let gcc = |flags: &[&str], output: &Path, src: &str| {
-            Command::new("gcc")
-                .args(flags)
-                .arg("-o")
-                .arg(output)
-                .arg(data.join(src))
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let ok = gcc(&["-Wall", "-O1"], &h.ops, "file_ops.c")
-            && gcc(&["-static", "-O1"], &h.ops_static, "file_ops.c")
-            && gcc(&["-shared", "-fPIC", "-Wall"], &h.malloc_trap, "malloc_trap.c");
-        if !ok {
-            eprintln!("gcc failed: the C helpers are missing");
-        }
-        ok.then_some(h)
+        let [ops, ops_static, malloc_trap] = build_c_helpers(
+            "file-preload",
+            [
+                (&["-Wall", "-O1"], "file_ops.c", "file_ops"),
+                (&["-static", "-O1"], "file_ops.c", "file_ops_static"),
+                (&["-shared", "-fPIC", "-Wall"], "malloc_trap.c", "malloc_trap.so"),
+            ],
+        )?;
+        Some(Helpers { ops, ops_static, malloc_trap })
     })
     .as_ref()
 }

@@ -97,7 +97,7 @@ impl Xvfb {
             .spawn()
             .expect("spawn xterm");
         let term = Terminal(child);
-        let window = self.xdotool(&["search", "--sync", "--name", &format!("^{title}$")]);
+        let window = self.xdotool(&["search", "--sync", "--onlyvisible", "--name", &format!("^{title}$")]);
         let window = window.lines().next().expect("xdotool found the window").to_owned();
         (term, window)
     }

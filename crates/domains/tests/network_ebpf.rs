@@ -102,7 +102,7 @@ impl Monitor {
 fn summary(e: &Event) -> String {
     let n = e.network.clone().unwrap_or_default();
     format!(
-        "{} pid={} exe={} {} {:?}:{:?} -> {:?}:{:?} {:?} out={:?} in={:?} dns={:?} name={:?}",
+        "{} pid={} exe={} {} {:?}:{:?} -> {:?}:{:?} {:?} out={:?} in={:?} dns={:?} name={:?} error={:?}",
         e.activity,
         e.process.pid,
         e.process.exe,
@@ -115,12 +115,18 @@ fn summary(e: &Event) -> String {
         n.bytes_out,
         n.bytes_in,
         n.dns,
-        n.dst_name
+        n.dst_name,
+        n.error
     )
 }
 
-/// Namespaces, cgroup and monitor for one test; `None` (after saying why) when the host cannot.
+/// Namespaces, cgroup and monitor (on the test cgroup) for one test; `None` (after saying why) when the host cannot.
 fn setup(tag: &str, subnet: u8) -> Option<(NetNs, NetNs, TestCgroup, Monitor)> {
+    setup_on(tag, subnet, false)
+}
+
+/// As [`setup`], with the monitor on the cgroup2 root when `at_root` (owners taken at connect/listen, not socket).
+fn setup_on(tag: &str, subnet: u8, at_root: bool) -> Option<(NetNs, NetNs, TestCgroup, Monitor)> {
     let (server, client) = match NetNs::veth_pair(tag, subnet) {
         Ok(pair) => pair,
         Err(why) => {
@@ -135,7 +141,8 @@ fn setup(tag: &str, subnet: u8) -> Option<(NetNs, NetNs, TestCgroup, Monitor)> {
             return None;
         }
     };
-    let monitor = Monitor::start(cgroup.path())?;
+    let attach = if at_root { ringwatch_domains::probe::cgroup2_mount()? } else { cgroup.path().to_path_buf() };
+    let monitor = Monitor::start(&attach)?;
     Some((server, client, cgroup, monitor))
 }
 
@@ -246,8 +253,19 @@ fn is(e: &Event, activity: Activity, pid: u32) -> bool {
 
 #[test]
 fn tcp_connect_accept_listen_close_carry_tuple_bytes_and_process_on_both_sides() {
+    tcp_round_trip("tcp", 11, false);
+}
+
+/// At the root no TCP socket() is hooked: the owner is stored at connect()/listen() and cloned into the accepted
+/// child by the kernel; the same facts must come out.
+#[test]
+fn at_the_cgroup_root_tcp_events_carry_the_same_tuple_bytes_and_process() {
+    tcp_round_trip("tcpr", 15, true);
+}
+
+fn tcp_round_trip(tag: &str, subnet: u8, at_root: bool) {
     let _serial = serial();
-    let Some((server_ns, client_ns, cgroup, monitor)) = setup("tcp", 11) else { return };
+    let Some((server_ns, client_ns, cgroup, monitor)) = setup_on(tag, subnet, at_root) else { return };
     let server_ip = server_ns.addr().expect("veth address");
     let client_ip = client_ns.addr().expect("veth address");
     let (request, reply) = (70_000usize, 250_000usize);
@@ -367,7 +385,22 @@ fn refused_tcp_connect_is_reported_without_a_close() {
     let events = monitor.stop();
     let n = net(&refused);
     assert_eq!((n.dst_ip.as_deref(), n.dst_port), (Some(server_ip.to_string().as_str()), Some(8081)));
-    assert_eq!((n.bytes_out, n.bytes_in), (Some(0), Some(0)), "a refused connect carries zero bytes");
+    assert_eq!(n.error.as_deref(), Some("ECONNREFUSED"), "the RST's error: {}", summary(&refused));
+    assert_eq!((n.bytes_out, n.bytes_in), (None, None), "nothing transferred, no counts: {}", summary(&refused));
+    assert!(!events.iter().any(|e| is(e, Activity::Close, pid)), "no close for a connection never established");
+}
+
+#[test]
+fn connect_to_an_unreachable_host_names_the_socket_error() {
+    let _serial = serial();
+    let Some((_server_ns, client_ns, cgroup, monitor)) = setup("unr", 16) else { return };
+    // No host answers ARP for .9: after the neighbour probes (about 3 s) the SYN_SENT socket gets EHOSTUNREACH.
+    let client = helper(&client_ns, &cgroup, "client 10.77.16.9:8081 10");
+    let pid = client.id();
+    assert!(!finish(client), "connect to a missing host fails");
+    let failed = monitor.wait_for("failed connect", |e| is(e, Activity::Connect, pid));
+    let events = monitor.stop();
+    assert_eq!(net(&failed).error.as_deref(), Some("EHOSTUNREACH"), "{}", summary(&failed));
     assert!(!events.iter().any(|e| is(e, Activity::Close, pid)), "no close for a connection never established");
 }
 

@@ -28,8 +28,8 @@ use ringwatch_core::{Action, Activity, Event, SourceError};
 use ringwatch_domains::network::enforce::{EnforceConfig, NetworkEnforcer};
 use ringwatch_domains::network::proxy::PROXY_MARK;
 
-use common::Running;
 use common::netns::{NetNs, TestCgroup};
+use common::{Running, ok_or_skip};
 
 /// One enforcer at a time: the detach test looks for our programs by name, and redirect tests share the
 /// process-wide proxy.
@@ -96,20 +96,8 @@ impl Net {
             eprintln!("skipping: network enforcement unavailable here: {}", NetworkEnforcer::probe().detail);
             return None;
         }
-        let (server, client) = match NetNs::veth_pair(tag, subnet) {
-            Ok(pair) => pair,
-            Err(why) => {
-                eprintln!("skipping: {why}");
-                return None;
-            }
-        };
-        let cgroup = match TestCgroup::new(tag) {
-            Ok(c) => c,
-            Err(why) => {
-                eprintln!("skipping: {why}");
-                return None;
-            }
-        };
+        let (server, client) = ok_or_skip(NetNs::veth_pair(tag, subnet))?;
+        let cgroup = ok_or_skip(TestCgroup::new(tag))?;
         Some(Net { server, client, cgroup })
     }
 
@@ -146,6 +134,11 @@ impl Net {
         let cfg = EnforceConfig::for_cgroup(self.cgroup.path());
         self.client.spawn(move || NetworkEnforcer::start(&plan, &cfg)).join().expect("start thread did not panic")
     }
+}
+
+/// The seconds a `bulk` upload took, from the client's `ok <secs>` line.
+fn upload_secs(out: &str) -> f64 {
+    out.strip_prefix("ok ").and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("upload: {out}"))
 }
 
 /// What a test server does with a connection.
@@ -507,14 +500,13 @@ fn throttle_holds_a_20_mb_upload_within_20_percent_and_leaves_other_traffic_alon
     let run = Running::start(enforcer, 1 << 12);
     let bytes: u64 = 20_000_000;
     let (pid, out) = net.py(&["bulk", &ips, "9100", &bytes.to_string()]);
-    let secs: f64 = out.strip_prefix("ok ").and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("upload: {out}"));
+    let secs = upload_secs(&out);
     let measured = bytes as f64 / secs;
     let ratio = measured / rate as f64;
     eprintln!("throttled upload: {bytes} B in {secs:.2} s = {:.2} MiB/s, {ratio:.2}x the rate", measured / 1048576.0);
     assert!((0.8..=1.2).contains(&ratio), "throttled rate {measured:.0} B/s is not within 20 % of {rate}");
     let (_, out) = net.py(&["bulk", &ips, "9101", &bytes.to_string()]);
-    let fast_secs: f64 =
-        out.strip_prefix("ok ").and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("upload: {out}"));
+    let fast_secs = upload_secs(&out);
     eprintln!("unthrottled upload: {:.2} MiB/s", bytes as f64 / fast_secs / 1048576.0);
     assert!(fast_secs * 3.0 < secs, "unthrottled traffic is not slowed ({fast_secs:.2} s vs {secs:.2} s)");
     let ev = wait(&run, "throttled", |e| e.action == Action::Throttled && e.process.pid == pid);
@@ -681,13 +673,16 @@ fn kernel_redirect_added_latency_and_throughput() {
     let bytes = 200_000_000u64.to_string();
     let (_, direct) = net.py(&["bulk", &ips, "9202", &bytes]);
     let (_, redirected) = net.py(&["bulk", &ips, "9203", &bytes]);
-    let secs = |s: &str| s.strip_prefix("ok ").and_then(|x| x.parse::<f64>().ok()).expect("seconds");
     let mib = |s: f64| 200_000_000.0 / s / 1048576.0;
     println!("connect + request + answer, {n} connections, p50/p99 us:");
     println!("  no enforcer            {b50} / {b99}");
     println!("  21 rules, none matching {e50} / {e99}");
     println!("  kernel redirect + proxy {r50} / {r99}  (added p50 {} us)", r50.saturating_sub(e50));
-    println!("200 MB upload: direct {:.0} MiB/s, redirected {:.0} MiB/s", mib(secs(&direct)), mib(secs(&redirected)));
+    println!(
+        "200 MB upload: direct {:.0} MiB/s, redirected {:.0} MiB/s",
+        mib(upload_secs(&direct)),
+        mib(upload_secs(&redirected))
+    );
     let stopped = run.stop();
     let redirected_events = stopped.events.iter().filter(|e| e.action == Action::Redirected).count();
     println!("events: {} total, {redirected_events} redirected, losses {:?}", stopped.events.len(), stopped.losses);

@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::netns::NetNs;
-use common::{Running, hook_lib};
+use common::{Running, build_c_helpers, hook_lib, ok_or_skip, root_and_hook_or_skip};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, send, socket};
 use ringwatch_core::{Action, Activity, Decider, Event, ObserveAll};
 use ringwatch_domains::network::preload::{NetVerdicts, NetworkPreload, NetworkPreloadConfig};
@@ -30,12 +30,7 @@ use ringwatch_policy::Policy;
 const NAME: &str = "network/preload";
 
 fn skip() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root (network namespaces, other processes' /proc)");
-        return true;
-    }
-    if hook_lib().is_none() {
-        eprintln!("skipping: libringwatch_hook.so could not be built or found");
+    if !root_and_hook_or_skip("network namespaces, other processes' /proc") {
         return true;
     }
     if helpers().is_none() {
@@ -55,41 +50,22 @@ struct Helpers {
 fn helpers() -> Option<&'static Helpers> {
     static BINS: OnceLock<Option<Helpers>> = OnceLock::new();
     BINS.get_or_init(|| {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("network-preload");
-        fs::create_dir_all(&out).ok()?;
-        let h = Helpers {
-            dynamic: out.join("net_client"),
-            fully_static: out.join("net_client_static"),
-            malloc_trap: out.join("malloc_trap.so"),
-        };
-        let gcc = |flags: &[&str], output: &Path, src: &str| {
-            Command::new("gcc")
-                .args(flags)
-                .arg("-o")
-                .arg(output)
-                .arg(data.join(src))
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        (gcc(&["-Wall", "-O1"], &h.dynamic, "net_client.c")
-            && gcc(&["-static", "-O1"], &h.fully_static, "net_client.c")
-            && gcc(&["-shared", "-fPIC", "-Wall"], &h.malloc_trap, "malloc_trap.c"))
-        .then_some(h)
+        let [dynamic, fully_static, malloc_trap] = build_c_helpers(
+            "network-preload",
+            [
+                (&["-Wall", "-O1"], "net_client.c", "net_client"),
+                (&["-static", "-O1"], "net_client.c", "net_client_static"),
+                (&["-shared", "-fPIC", "-Wall"], "malloc_trap.c", "malloc_trap.so"),
+            ],
+        )?;
+        Some(Helpers { dynamic, fully_static, malloc_trap })
     })
     .as_ref()
 }
 
 /// A namespace for one test; `None` (after printing why) when it cannot be made.
 fn netns(tag: &str) -> Option<NetNs> {
-    match NetNs::new(tag) {
-        Ok(ns) => Some(ns),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
+    ok_or_skip(NetNs::new(tag))
 }
 
 /// A running agent with the network handler.
@@ -159,18 +135,7 @@ fn run(cmd: &mut Command) -> (u32, String) {
 
 /// A `serve` helper inside `ns` on 127.0.0.1:`port` for `ms`, not hooked; returns once it listens.
 fn server(ns: &NetNs, port: u16, ms: u32) -> Child {
-    let bin = &helpers().expect("checked by skip()").dynamic;
-    let mut child = ns
-        .command(bin)
-        .args(["serve", &port.to_string(), &ms.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line).expect("server says listening");
-    assert_eq!(line.trim(), "listening", "server failed: {line}");
-    child
+    ns.net_client_server(&helpers().expect("checked by skip()").dynamic, port, ms)
 }
 
 fn dst_is(e: &Event, port: u16) -> bool {

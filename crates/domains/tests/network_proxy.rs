@@ -18,6 +18,7 @@ use ringwatch_core::compiled::{HostRule, NetAction};
 use ringwatch_core::proc_table::ProcessTable;
 use ringwatch_core::sink::{MemorySink, Sink};
 use ringwatch_core::{Action, Activity, Event, Mode, Pipeline, SourceKind};
+use ringwatch_domains::network::proxy::sniff::client_hello;
 use ringwatch_domains::network::proxy::{self, HookHeader, Proxy, ProxyConfig};
 
 /// A proxy with its events collected in memory.
@@ -123,29 +124,6 @@ fn read_all(mut s: TcpStream) -> String {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A TLS 1.2 record holding a ClientHello with `sni`, as a real client sends it first.
-fn client_hello(sni: &str) -> Vec<u8> {
-    let mut list = vec![0u8];
-    list.extend_from_slice(&(sni.len() as u16).to_be_bytes());
-    list.extend_from_slice(sni.as_bytes());
-    let mut ext = vec![0u8, 0];
-    ext.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
-    ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
-    ext.extend_from_slice(&list);
-    let mut body = vec![3u8, 3];
-    body.extend_from_slice(&[9u8; 32]);
-    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
-    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    body.extend_from_slice(&ext);
-    let mut hs = vec![1u8];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![0x16u8, 3, 1];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
 }
 
 #[test]

@@ -6,16 +6,14 @@
 
 mod common;
 
-use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::Running;
 use common::netns::NetNs;
+use common::{Running, build_c_helpers, ok_or_skip, root_or_skip};
 use ringwatch_core::{Activity, Event, Source};
 use ringwatch_domains::network::sock_diag::{NetworkSockDiag, SockDiagConfig};
 
@@ -24,39 +22,22 @@ const NAME: &str = "network/sock_diag";
 fn helper() -> Option<&'static PathBuf> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/net_client.c");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("network-sock-diag");
-        fs::create_dir_all(&out).ok()?;
-        let bin = out.join("net_client");
-        let ok = Command::new("gcc")
-            .args(["-Wall", "-O1", "-o"])
-            .arg(&bin)
-            .arg(&src)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(bin)
+        let [bin] = build_c_helpers("network-sock-diag", [(&["-Wall", "-O1"], "net_client.c", "net_client")])?;
+        Some(bin)
     })
     .as_ref()
 }
 
 /// The namespace, or `None` after printing why the test cannot run.
 fn setup(tag: &str) -> Option<NetNs> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root (network namespaces, /proc/*/fd of other processes)");
+    if !root_or_skip("network namespaces, /proc/*/fd of other processes") {
         return None;
     }
     if helper().is_none() {
         eprintln!("skipping: gcc could not build tests/data/net_client.c");
         return None;
     }
-    match NetNs::new(tag) {
-        Ok(ns) => Some(ns),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
+    ok_or_skip(NetNs::new(tag))
 }
 
 /// Starts the backend with its netlink socket inside `ns`.
@@ -75,17 +56,7 @@ fn start_in(
 }
 
 fn server(ns: &NetNs, port: u16, ms: u32) -> Child {
-    let mut child = ns
-        .command(helper().expect("checked"))
-        .args(["serve", &port.to_string(), &ms.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line).expect("server says listening");
-    assert_eq!(line.trim(), "listening");
-    child
+    ns.net_client_server(helper().expect("checked"), port, ms)
 }
 
 fn client(ns: &NetNs, args: &[&str]) -> (u32, String) {

@@ -16,7 +16,7 @@ use ringwatch_core::proc_table::read_proc_process;
 use ringwatch_core::{Action, Activity, Domain, Event, Mode, Source, SourceKind};
 use ringwatch_domains::process::kernel::ProcessKernel;
 
-use common::{Losses, Running, Stopped};
+use common::{Losses, Running, Stopped, loaded_program_ids, still_loaded};
 
 const COMPONENT: &str = "process/kernel";
 const PROG_NAMES: [&str; 3] = ["handle_exec", "handle_fork", "handle_exit"];
@@ -272,22 +272,7 @@ fn exec_from_blocked_dir_is_killed_before_user_code() {
 
 /// Ids of loaded BPF programs carrying our program names.
 fn our_program_ids() -> BTreeSet<u32> {
-    libbpf_rs::query::ProgInfoIter::default()
-        .filter(|p| PROG_NAMES.iter().any(|n| p.name.to_bytes() == n.as_bytes()))
-        .map(|p| p.id)
-        .collect()
-}
-
-/// Waits (program release is asynchronous in the kernel) until none of `ids` is loaded; returns those left.
-fn still_loaded(ids: &BTreeSet<u32>) -> BTreeSet<u32> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left: BTreeSet<u32> = our_program_ids().intersection(ids).copied().collect();
-        if left.is_empty() || Instant::now() > deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    loaded_program_ids(&PROG_NAMES)
 }
 
 #[test]
@@ -298,7 +283,7 @@ fn programs_are_detached_and_unloaded_after_shutdown_or_drop() {
     let loaded: BTreeSet<u32> = our_program_ids().difference(&before).copied().collect();
     assert_eq!(loaded.len(), PROG_NAMES.len(), "our three programs are loaded while running");
     let _ = running.stop();
-    assert_eq!(still_loaded(&loaded), BTreeSet::new(), "programs left loaded after run returned");
+    assert_eq!(still_loaded(&PROG_NAMES, &loaded), BTreeSet::new(), "programs left loaded after run returned");
 
     // Started but never run: dropping it detaches too.
     let before = our_program_ids();
@@ -306,7 +291,7 @@ fn programs_are_detached_and_unloaded_after_shutdown_or_drop() {
     let loaded: BTreeSet<u32> = our_program_ids().difference(&before).copied().collect();
     assert_eq!(loaded.len(), PROG_NAMES.len());
     drop(source);
-    assert_eq!(still_loaded(&loaded), BTreeSet::new(), "programs left loaded after drop");
+    assert_eq!(still_loaded(&PROG_NAMES, &loaded), BTreeSet::new(), "programs left loaded after drop");
 }
 
 #[test]

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{Running, Stopped, hook_lib};
+use common::{Running, Stopped, build_c_helpers, hook_lib, root_and_hook_or_skip};
 use nix::sys::socket::{
     AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, accept4, bind, connect, listen, recv, send, socket,
 };
@@ -39,21 +39,9 @@ const RULE: &str = "test-blocked";
 // ---------------------------------------------------------------------------------------------------------------
 // Harness
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Skips (returns true after printing why) when the test cannot run here.
 fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipping: needs root (reads other processes' /proc, mount namespaces)");
-        return true;
-    }
-    if hook_lib().is_none() {
-        eprintln!("skipping: libringwatch_hook.so could not be built or found");
-        return true;
-    }
-    false
+    !root_and_hook_or_skip("reads other processes' /proc, mount namespaces")
 }
 
 /// The C helpers of `tests/data/`, compiled once.
@@ -69,30 +57,15 @@ struct Helpers {
 fn helpers() -> Option<&'static Helpers> {
     static BINS: OnceLock<Option<Helpers>> = OnceLock::new();
     BINS.get_or_init(|| {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("process-preload");
-        fs::create_dir_all(&out).ok()?;
-        let h = Helpers {
-            variants: out.join("exec_variants"),
-            static_exec: out.join("static_exec"),
-            malloc_trap: out.join("malloc_trap.so"),
-        };
-        let gcc = |flags: &[&str], output: &Path, src: &str| {
-            Command::new("gcc")
-                .args(flags)
-                .arg("-o")
-                .arg(output)
-                .arg(data.join(src))
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let ok = gcc(&["-Wall"], &h.variants, "exec_variants.c")
-            && gcc(&["-static", "-Wall"], &h.static_exec, "static_exec.c")
-            && gcc(&["-shared", "-fPIC", "-Wall"], &h.malloc_trap, "malloc_trap.c");
-        if !ok {
-            eprintln!("gcc failed: the C helpers are missing");
-        }
-        ok.then_some(h)
+        let [variants, static_exec, malloc_trap] = build_c_helpers(
+            "process-preload",
+            [
+                (&["-Wall"], "exec_variants.c", "exec_variants"),
+                (&["-static", "-Wall"], "static_exec.c", "static_exec"),
+                (&["-shared", "-fPIC", "-Wall"], "malloc_trap.c", "malloc_trap.so"),
+            ],
+        )?;
+        Some(Helpers { variants, static_exec, malloc_trap })
     })
     .as_ref()
 }

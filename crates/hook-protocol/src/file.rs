@@ -71,111 +71,43 @@ const FILE_FLAGS_KNOWN: u16 = FILE_FLAG_PATH_TRUNCATED
     | OPEN_ONLY_FLAGS
     | FILE_FLAG_DIRECTORY;
 
-/// Which libc function the process called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-#[allow(missing_docs)] // the names are libc's
-pub enum FileOp {
-    Open = 1,
-    Open64 = 2,
-    Openat = 3,
-    Openat64 = 4,
-    Creat = 5,
-    Creat64 = 6,
-    Fopen = 7,
-    Fopen64 = 8,
-    Unlink = 9,
-    Unlinkat = 10,
-    Rename = 11,
-    Renameat = 12,
-    Renameat2 = 13,
-    Truncate = 14,
-    Truncate64 = 15,
-    Chmod = 16,
-    Fchmod = 17,
-    Fchmodat = 18,
-    Mkdir = 19,
-    Mkdirat = 20,
-    Rmdir = 21,
-    Remove = 22,
-    /// `__open_2`: what `open` compiles to under `_FORTIFY_SOURCE` when the flags are not a constant.
-    Open2 = 23,
-    /// `__open64_2`.
-    Open64_2 = 24,
-    /// `__openat_2`.
-    Openat2 = 25,
-    /// `__openat64_2`.
-    Openat64_2 = 26,
+wire_enum! {
+    /// Which libc function the process called.
+    pub enum FileOp {
+        Open = 1 => "open",
+        Open64 = 2 => "open64",
+        Openat = 3 => "openat",
+        Openat64 = 4 => "openat64",
+        Creat = 5 => "creat",
+        Creat64 = 6 => "creat64",
+        Fopen = 7 => "fopen",
+        Fopen64 = 8 => "fopen64",
+        Unlink = 9 => "unlink",
+        Unlinkat = 10 => "unlinkat",
+        Rename = 11 => "rename",
+        Renameat = 12 => "renameat",
+        Renameat2 = 13 => "renameat2",
+        Truncate = 14 => "truncate",
+        Truncate64 = 15 => "truncate64",
+        Chmod = 16 => "chmod",
+        Fchmod = 17 => "fchmod",
+        Fchmodat = 18 => "fchmodat",
+        Mkdir = 19 => "mkdir",
+        Mkdirat = 20 => "mkdirat",
+        Rmdir = 21 => "rmdir",
+        Remove = 22 => "remove",
+        /// `__open_2`: what `open` compiles to under `_FORTIFY_SOURCE` when the flags are not a constant.
+        Open2 = 23 => "__open_2",
+        /// `__open64_2`.
+        Open64_2 = 24 => "__open64_2",
+        /// `__openat_2`.
+        Openat2 = 25 => "__openat_2",
+        /// `__openat64_2`.
+        Openat64_2 = 26 => "__openat64_2",
+    }
 }
 
 impl FileOp {
-    /// Every op, in wire order.
-    pub const ALL: [FileOp; 26] = [
-        FileOp::Open,
-        FileOp::Open64,
-        FileOp::Openat,
-        FileOp::Openat64,
-        FileOp::Creat,
-        FileOp::Creat64,
-        FileOp::Fopen,
-        FileOp::Fopen64,
-        FileOp::Unlink,
-        FileOp::Unlinkat,
-        FileOp::Rename,
-        FileOp::Renameat,
-        FileOp::Renameat2,
-        FileOp::Truncate,
-        FileOp::Truncate64,
-        FileOp::Chmod,
-        FileOp::Fchmod,
-        FileOp::Fchmodat,
-        FileOp::Mkdir,
-        FileOp::Mkdirat,
-        FileOp::Rmdir,
-        FileOp::Remove,
-        FileOp::Open2,
-        FileOp::Open64_2,
-        FileOp::Openat2,
-        FileOp::Openat64_2,
-    ];
-
-    /// The op with wire value `v`.
-    pub fn from_u16(v: u16) -> Option<FileOp> {
-        FileOp::ALL.iter().copied().find(|op| *op as u16 == v)
-    }
-
-    /// libc's name of the function.
-    pub fn name(self) -> &'static str {
-        match self {
-            FileOp::Open => "open",
-            FileOp::Open64 => "open64",
-            FileOp::Openat => "openat",
-            FileOp::Openat64 => "openat64",
-            FileOp::Creat => "creat",
-            FileOp::Creat64 => "creat64",
-            FileOp::Fopen => "fopen",
-            FileOp::Fopen64 => "fopen64",
-            FileOp::Unlink => "unlink",
-            FileOp::Unlinkat => "unlinkat",
-            FileOp::Rename => "rename",
-            FileOp::Renameat => "renameat",
-            FileOp::Renameat2 => "renameat2",
-            FileOp::Truncate => "truncate",
-            FileOp::Truncate64 => "truncate64",
-            FileOp::Chmod => "chmod",
-            FileOp::Fchmod => "fchmod",
-            FileOp::Fchmodat => "fchmodat",
-            FileOp::Mkdir => "mkdir",
-            FileOp::Mkdirat => "mkdirat",
-            FileOp::Rmdir => "rmdir",
-            FileOp::Remove => "remove",
-            FileOp::Open2 => "__open_2",
-            FileOp::Open64_2 => "__open64_2",
-            FileOp::Openat2 => "__openat_2",
-            FileOp::Openat64_2 => "__openat64_2",
-        }
-    }
-
     /// The open family: the call opens (and may create) a file and returns a descriptor or stream.
     pub fn opens(self) -> bool {
         matches!(
@@ -206,46 +138,19 @@ impl FileOp {
     }
 }
 
-/// What a file call does, in the event contract's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-#[allow(missing_docs)] // the contract's words
-pub enum FileActivity {
-    Open = 1,
-    Create = 2,
-    Write = 3,
-    Delete = 4,
-    Rename = 5,
-    Chmod = 6,
+wire_enum! {
+    /// What a file call does, in the event contract's words.
+    pub enum FileActivity {
+        Open = 1 => "open",
+        Create = 2 => "create",
+        Write = 3 => "write",
+        Delete = 4 => "delete",
+        Rename = 5 => "rename",
+        Chmod = 6 => "chmod",
+    }
 }
 
 impl FileActivity {
-    /// The activity with wire value `v`.
-    pub fn from_u16(v: u16) -> Option<FileActivity> {
-        [
-            FileActivity::Open,
-            FileActivity::Create,
-            FileActivity::Write,
-            FileActivity::Delete,
-            FileActivity::Rename,
-            FileActivity::Chmod,
-        ]
-        .into_iter()
-        .find(|a| *a as u16 == v)
-    }
-
-    /// The event contract's name (`open`, `create`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            FileActivity::Open => "open",
-            FileActivity::Create => "create",
-            FileActivity::Write => "write",
-            FileActivity::Delete => "delete",
-            FileActivity::Rename => "rename",
-            FileActivity::Chmod => "chmod",
-        }
-    }
-
     /// The one mapping from a call to an activity, used by the hook to fill the field and by the decoder to check
     /// it:
     ///
@@ -497,20 +402,11 @@ impl<'b> FileEncoder<'b> {
 }
 
 pub(crate) fn decode_file(body: &[u8], wants_verdict: bool) -> Result<FileMessage<'_>, DecodeError> {
-    if body.len() < FILE_FIXED_LEN {
-        return Err(DecodeError::Short {
-            need: HEADER_LEN.saturating_add(FILE_FIXED_LEN),
-            have: HEADER_LEN.saturating_add(body.len()),
-        });
-    }
-    let mut r = In { bytes: body, pos: 0 };
+    let mut r = In::at_least(body, FILE_FIXED_LEN)?;
     let op = FileOp::from_u16(r.u16("op")?).ok_or(DecodeError::BadField("op"))?;
     let activity = FileActivity::from_u16(r.u16("activity")?).ok_or(DecodeError::BadField("activity"))?;
-    let flags = r.u16("flags")?;
-    if flags & !FILE_FLAGS_KNOWN != 0
-        || (!op.opens() && flags & OPEN_ONLY_FLAGS != 0)
-        || (!op.may_be_directory() && flags & FILE_FLAG_DIRECTORY != 0)
-    {
+    let flags = r.flags(FILE_FLAGS_KNOWN)?;
+    if (!op.opens() && flags & OPEN_ONLY_FLAGS != 0) || (!op.may_be_directory() && flags & FILE_FLAG_DIRECTORY != 0) {
         return Err(DecodeError::BadField("flags"));
     }
     if activity != FileActivity::classify(op, flags) {

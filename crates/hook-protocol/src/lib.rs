@@ -68,6 +68,43 @@
 #[cfg(test)]
 extern crate std;
 
+/// Declares a `#[repr(u16)]` wire enum: the enum, `ALL` (every variant, in wire order), `from_u16` (the variant
+/// with a wire value) and `name` (the string the variant stands for: libc's function name, or the event
+/// contract's word).
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        #[allow(missing_docs)] // the names say it
+        pub enum $name {
+            $($(#[$vmeta])* $variant = $value,)+
+        }
+
+        impl $name {
+            /// Every variant, in wire order.
+            pub const ALL: [$name; [$($value),+].len()] = [$($name::$variant),+];
+
+            /// The variant with wire value `v`.
+            pub fn from_u16(v: u16) -> Option<$name> {
+                $name::ALL.iter().copied().find(|x| *x as u16 == v)
+            }
+
+            /// The name it stands for (libc's function name, or the event contract's word).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+    };
+}
+
 mod control;
 mod file;
 mod net;
@@ -163,59 +200,23 @@ impl MessageKind {
     pub const NET_VERDICT: MessageKind = MessageKind(0x0304);
 }
 
-/// Which libc entry point the process called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-#[allow(missing_docs)] // the names are libc's
-pub enum ExecOp {
-    Execve = 1,
-    Execv = 2,
-    Execvp = 3,
-    Execvpe = 4,
-    Execl = 5,
-    Execlp = 6,
-    Execle = 7,
-    Fexecve = 8,
-    PosixSpawn = 9,
-    PosixSpawnp = 10,
+wire_enum! {
+    /// Which libc entry point the process called.
+    pub enum ExecOp {
+        Execve = 1 => "execve",
+        Execv = 2 => "execv",
+        Execvp = 3 => "execvp",
+        Execvpe = 4 => "execvpe",
+        Execl = 5 => "execl",
+        Execlp = 6 => "execlp",
+        Execle = 7 => "execle",
+        Fexecve = 8 => "fexecve",
+        PosixSpawn = 9 => "posix_spawn",
+        PosixSpawnp = 10 => "posix_spawnp",
+    }
 }
 
 impl ExecOp {
-    /// Every op, in wire order.
-    pub const ALL: [ExecOp; 10] = [
-        ExecOp::Execve,
-        ExecOp::Execv,
-        ExecOp::Execvp,
-        ExecOp::Execvpe,
-        ExecOp::Execl,
-        ExecOp::Execlp,
-        ExecOp::Execle,
-        ExecOp::Fexecve,
-        ExecOp::PosixSpawn,
-        ExecOp::PosixSpawnp,
-    ];
-
-    /// The op with wire value `v`.
-    pub fn from_u16(v: u16) -> Option<ExecOp> {
-        ExecOp::ALL.iter().copied().find(|op| *op as u16 == v)
-    }
-
-    /// libc's name of the function.
-    pub fn name(self) -> &'static str {
-        match self {
-            ExecOp::Execve => "execve",
-            ExecOp::Execv => "execv",
-            ExecOp::Execvp => "execvp",
-            ExecOp::Execvpe => "execvpe",
-            ExecOp::Execl => "execl",
-            ExecOp::Execlp => "execlp",
-            ExecOp::Execle => "execle",
-            ExecOp::Fexecve => "fexecve",
-            ExecOp::PosixSpawn => "posix_spawn",
-            ExecOp::PosixSpawnp => "posix_spawnp",
-        }
-    }
-
     /// True for the variants that search `PATH` for a bare file name.
     pub fn searches_path(self) -> bool {
         matches!(self, ExecOp::Execvp | ExecOp::Execvpe | ExecOp::Execlp | ExecOp::PosixSpawnp)
@@ -629,6 +630,26 @@ pub(crate) struct In<'a> {
 }
 
 impl<'a> In<'a> {
+    /// A cursor over a message body that must hold at least its fixed part of `fixed` bytes.
+    pub(crate) fn at_least(body: &'a [u8], fixed: usize) -> Result<In<'a>, DecodeError> {
+        if body.len() < fixed {
+            return Err(DecodeError::Short {
+                need: HEADER_LEN.saturating_add(fixed),
+                have: HEADER_LEN.saturating_add(body.len()),
+            });
+        }
+        Ok(In { bytes: body, pos: 0 })
+    }
+
+    /// The next `u16` as flags, refused when a bit outside `known` is set.
+    pub(crate) fn flags(&mut self, known: u16) -> Result<u16, DecodeError> {
+        let flags = self.u16("flags")?;
+        if flags & !known != 0 {
+            return Err(DecodeError::BadField("flags"));
+        }
+        Ok(flags)
+    }
+
     pub(crate) fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::FieldOverrun(field))?;
         let s = self.bytes.get(self.pos..end).ok_or(DecodeError::FieldOverrun(field))?;
@@ -700,18 +721,9 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Message<'_>), DecodeError> {
 }
 
 fn decode_exec(body: &[u8]) -> Result<ExecRequest<'_>, DecodeError> {
-    if body.len() < EXEC_FIXED_LEN {
-        return Err(DecodeError::Short {
-            need: HEADER_LEN.saturating_add(EXEC_FIXED_LEN),
-            have: HEADER_LEN.saturating_add(body.len()),
-        });
-    }
-    let mut r = In { bytes: body, pos: 0 };
+    let mut r = In::at_least(body, EXEC_FIXED_LEN)?;
     let op = ExecOp::from_u16(r.u16("op")?).ok_or(DecodeError::BadField("op"))?;
-    let flags = r.u16("flags")?;
-    if flags & !EXEC_FLAGS_KNOWN != 0 {
-        return Err(DecodeError::BadField("flags"));
-    }
+    let flags = r.flags(EXEC_FLAGS_KNOWN)?;
     let pid = r.u32("pid")?;
     let tid = r.u32("tid")?;
     let ppid = r.u32("ppid")?;

@@ -88,55 +88,21 @@ pub const PROXY_VERSION: u8 = 1;
 /// Size of the redirect header.
 pub const PROXY_HEADER_LEN: usize = 28;
 
-/// Which libc function made the connection or send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-#[allow(missing_docs)] // the names are libc's
-pub enum NetOp {
-    Connect = 1,
-    Sendto = 2,
-    Sendmsg = 3,
-}
-
-impl NetOp {
-    /// The op with wire value `v`.
-    pub fn from_u16(v: u16) -> Option<NetOp> {
-        [NetOp::Connect, NetOp::Sendto, NetOp::Sendmsg].into_iter().find(|op| *op as u16 == v)
-    }
-
-    /// libc's name of the function.
-    pub fn name(self) -> &'static str {
-        match self {
-            NetOp::Connect => "connect",
-            NetOp::Sendto => "sendto",
-            NetOp::Sendmsg => "sendmsg",
-        }
+wire_enum! {
+    /// Which libc function made the connection or send.
+    pub enum NetOp {
+        Connect = 1 => "connect",
+        Sendto = 2 => "sendto",
+        Sendmsg = 3 => "sendmsg",
     }
 }
 
-/// Which resolver function was called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-#[allow(missing_docs)] // the names are libc's
-pub enum DnsOp {
-    Getaddrinfo = 1,
-    Gethostbyname = 2,
-    Gethostbyname2 = 3,
-}
-
-impl DnsOp {
-    /// The op with wire value `v`.
-    pub fn from_u16(v: u16) -> Option<DnsOp> {
-        [DnsOp::Getaddrinfo, DnsOp::Gethostbyname, DnsOp::Gethostbyname2].into_iter().find(|op| *op as u16 == v)
-    }
-
-    /// libc's name of the function.
-    pub fn name(self) -> &'static str {
-        match self {
-            DnsOp::Getaddrinfo => "getaddrinfo",
-            DnsOp::Gethostbyname => "gethostbyname",
-            DnsOp::Gethostbyname2 => "gethostbyname2",
-        }
+wire_enum! {
+    /// Which resolver function was called.
+    pub enum DnsOp {
+        Getaddrinfo = 1 => "getaddrinfo",
+        Gethostbyname = 2 => "gethostbyname",
+        Gethostbyname2 = 3 => "gethostbyname2",
     }
 }
 
@@ -341,8 +307,8 @@ pub(crate) fn decode_net(body: &[u8], wants_verdict: bool) -> Result<NetMessage,
     }
     let mut r = In { bytes: body, pos: 0 };
     let op = NetOp::from_u16(r.u16("op")?).ok_or(DecodeError::BadField("op"))?;
-    let flags = r.u16("flags")?;
-    if flags & !NET_FLAGS_KNOWN != 0 || (op != NetOp::Connect && flags & NET_FLAG_IN_PROGRESS != 0) {
+    let flags = r.flags(NET_FLAGS_KNOWN)?;
+    if op != NetOp::Connect && flags & NET_FLAG_IN_PROGRESS != 0 {
         return Err(DecodeError::BadField("flags"));
     }
     let pid = r.u32("pid")?;
@@ -447,18 +413,9 @@ pub fn encode_dns(
 }
 
 pub(crate) fn decode_dns(body: &[u8]) -> Result<DnsMessage<'_>, DecodeError> {
-    if body.len() < DNS_FIXED_LEN {
-        return Err(DecodeError::Short {
-            need: HEADER_LEN.saturating_add(DNS_FIXED_LEN),
-            have: HEADER_LEN.saturating_add(body.len()),
-        });
-    }
-    let mut r = In { bytes: body, pos: 0 };
+    let mut r = In::at_least(body, DNS_FIXED_LEN)?;
     let op = DnsOp::from_u16(r.u16("op")?).ok_or(DecodeError::BadField("op"))?;
-    let flags = r.u16("flags")?;
-    if flags & !DNS_FLAGS_KNOWN != 0 {
-        return Err(DecodeError::BadField("flags"));
-    }
+    let flags = r.flags(DNS_FLAGS_KNOWN)?;
     let pid = r.u32("pid")?;
     let tid = r.u32("tid")?;
     let uid = r.u32("uid")?;

@@ -246,6 +246,11 @@ fn report_after(session: &Session, fixed: &NetFixed, result: c_int) {
     }
 }
 
+/// What is known of this thread's `op` before the call runs (flags, source address and the outcome come after).
+fn call_facts(op: NetOp, pid: u32, bytes: u32, protocol: u8, dst: SocketAddr) -> NetFixed {
+    NetFixed { op, flags: 0, pid, tid: tid(pid), uid: this_uid(), dropped: 0, bytes, protocol, dst, src: None }
+}
+
 /// The connect check around `real` (the real connect applied to an address).
 ///
 /// # Safety
@@ -269,18 +274,7 @@ pub(crate) unsafe fn connect(
         drop(saved);
         return real(addr, len);
     };
-    let fixed = NetFixed {
-        op: NetOp::Connect,
-        flags: 0,
-        pid,
-        tid: tid(pid),
-        uid: this_uid(),
-        dropped: 0,
-        bytes: 0,
-        protocol,
-        dst,
-        src: None,
-    };
+    let fixed = call_facts(NetOp::Connect, pid, 0, protocol, dst);
     if session.net_verdicts() {
         let outcome = ask(&session, &fixed);
         drop(saved);
@@ -395,18 +389,7 @@ pub(crate) unsafe fn send_check(
     };
     // Connecting the session may have started a new generation: key the verdict to the session it came from.
     let key = seen_key(pid, fd, &dst);
-    let fixed = NetFixed {
-        op,
-        flags: 0,
-        pid,
-        tid: tid(pid),
-        uid: this_uid(),
-        dropped: 0,
-        bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
-        protocol,
-        dst,
-        src: None,
-    };
+    let fixed = call_facts(op, pid, u32::try_from(bytes).unwrap_or(u32::MAX), protocol, dst);
     if session.net_verdicts() {
         let outcome = ask(&session, &fixed);
         drop(saved);

@@ -212,3 +212,31 @@ pub fn nats_server_available() -> bool {
     }
     found
 }
+
+/// Writes `text` to `dir/<file>` and runs `ringwatch policy check` on it.
+pub fn policy_check(dir: &Path, file: &str, text: &str) -> Output {
+    let path = dir.join(file);
+    fs::write(&path, text).expect("write policy");
+    run(&["policy", "check", path.to_str().expect("utf8")])
+}
+
+/// [`policy_check`] that must succeed (exit 0); its summary (stdout).
+pub fn policy_check_ok(dir: &Path, file: &str, text: &str) -> String {
+    let out = policy_check(dir, file, text);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// For each `(name, policy text, expected)`: `ringwatch policy check` of `dir/<name>.yaml` exits 2 and its error
+/// names the file followed by `expected` (`:LINE: field: message`).
+pub fn assert_policy_check_errors<'a, S: AsRef<str>>(
+    dir: &Path,
+    cases: impl IntoIterator<Item = (&'a str, S, &'a str)>,
+) {
+    for (name, text, expected) in cases {
+        let out = policy_check(dir, &format!("{name}.yaml"), text.as_ref());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(&format!("{name}.yaml{expected}")), "{name}: expected `{expected}` in {err}");
+    }
+}

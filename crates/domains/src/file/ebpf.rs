@@ -40,43 +40,26 @@
 
 use std::mem::{MaybeUninit, offset_of, size_of};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
+use libbpf_rs::{Link, OpenObject};
 use ringwatch_core::event::{FileInfo, Timestamp};
 use ringwatch_core::guid::{BootInfo, process_guid, start_time_from_ticks, ticks_from_boot_ns};
 use ringwatch_core::{Activity, Backend, Domain, Event, Mode, Probe, Source, SourceContext, SourceError, SourceKind};
 
+use crate::kernel_ids::cstr;
 use crate::libbpf_support::{
-    clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error, realtime_offset_ns,
+    RingMaps, bpf_skeleton, clear_libbpf_warnings, has_bpf_privilege, leaked_object_slot, libbpf_error, load_error,
+    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, wall_time,
 };
 use crate::probe;
 
-// Generated code: not held to the workspace lints.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    unused_qualifications,
-    unsafe_op_in_unsafe_fn,
-    non_camel_case_types
-)]
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/syscalls.skel.rs"));
-}
+bpf_skeleton!("syscalls.skel.rs");
 
 use skel::{OpenSyscallsSkel, SyscallsSkel, SyscallsSkelBuilder, types};
 
 /// Backend name in logs, errors and loss counters.
 pub const NAME: &str = "file/ebpf";
-
-/// Ring-buffer poll timeout: how late a batch below the wakeup threshold is read, and how soon shutdown is noticed.
-const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// How often the per-CPU `drops` counters are summed and reported.
-const DROPS_INTERVAL: Duration = Duration::from_secs(1);
 
 // Mirrors of file.h / common.h / compat.h constants (#defines do not reach BTF).
 const KIND_FILE_OP: u16 = 16;
@@ -212,15 +195,9 @@ impl FileEbpf {
         } else {
             return unavailable(format!("tracefs unavailable ({} missing)", probe::TRACEFS));
         };
-        install_libbpf_logging();
-        let mut storage = MaybeUninit::uninit();
-        match open_and_load(&mut storage, config, &present, None) {
-            Ok(skel) => {
-                drop(skel);
-                Probe::ok(Domain::File, Mode::Kernel, SourceKind::Ebpf, describe(&present, config) + note)
-            }
-            Err(e) => unavailable(e.to_string()),
-        }
+        probe_by_loading(Domain::File, describe(&present, config) + note, |storage| {
+            open_and_load(storage, config, &present, None).map(drop)
+        })
     }
 
     /// Opens the object, sets the agent's pid and the filter in rodata, loads it and attaches the enter and exit
@@ -232,25 +209,11 @@ impl FileEbpf {
 
     /// [`FileEbpf::start`] with the `events` ring resized to `ring_bytes` (a power-of-two multiple of the page size).
     fn start_with_ring(config: FileEbpfConfig, ring_bytes: Option<u32>) -> Result<Self, SourceError> {
-        install_libbpf_logging();
-        if !probe::has_kernel_btf() {
-            return Err(SourceError::Unsupported {
-                backend: NAME,
-                what: format!("no kernel BTF at {}", probe::VMLINUX_BTF),
-            });
-        }
-        if !probe::tracefs_mounted() {
-            for line in probe::ensure_mounts() {
-                tracing::info!(backend = NAME, "{line}");
-            }
-        }
+        prepare_tracepoint_load(NAME)?;
         let present =
             present_syscalls().map_err(|what| SourceError::Unsupported { backend: NAME, what: what.clone() })?;
         BootInfo::get();
-        // The skeleton borrows its object slot for its whole life and the backend moves between threads, so the
-        // slot (one pointer) is leaked to get a 'static borrow; the object is closed when the skeleton drops.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-        let skel = open_and_load(storage, config, &present, ring_bytes)?;
+        let skel = open_and_load(leaked_object_slot(), config, &present, ring_bytes)?;
         let mut links = Vec::with_capacity(present.len() * 2);
         for name in &present {
             for prog in programs(&skel, name) {
@@ -356,11 +319,7 @@ fn open_and_load<'a>(
     }
     skip_missing(&mut open, present);
     let Some(rodata) = open.maps.rodata_data.as_deref_mut() else {
-        return Err(SourceError::Failed {
-            backend: NAME,
-            step: "set rodata".into(),
-            message: "the object has no .rodata section (agent_tgid missing)".into(),
-        });
+        return Err(missing_rodata(NAME, "agent_tgid"));
     };
     rodata.agent_tgid = std::process::id();
     rodata.fail_all = u8::from(config.failures == FailureFilter::All);
@@ -378,74 +337,22 @@ impl Source for FileEbpf {
         let _guard = span.enter();
         let FileEbpf { links, skel, realtime_offset_ns, .. } = *self;
         let decoder = Decoder { realtime_offset_ns };
-        let mut builder = RingBufferBuilder::new();
-        let sender = ctx.events.clone();
-        // Runs inside consume(): decode in memory and hand over without blocking; no I/O.
-        builder
-            .add(&skel.maps.events, move |data: &[u8]| {
-                match decoder.decode(data) {
-                    Ok(ev) => {
-                        sender.send(ev);
-                    }
-                    Err(e) => {
-                        tracing::trace!(backend = NAME, error = e, len = data.len(), "malformed sample");
-                        sender.count_malformed();
-                    }
-                }
-                0
-            })
-            .map_err(|e| libbpf_error(NAME, "ring buffer add events", &e))?;
-        let ring = builder.build().map_err(|e| libbpf_error(NAME, "ring buffer build", &e))?;
-        let mut reported_drops = 0u64;
-        let mut last_drops = Instant::now();
         let mut links = Some(links);
-        loop {
-            let stopping = ctx.shutdown.is_triggered();
-            if stopping {
-                // Detach first, then drain: nothing produced before the detach is lost.
-                drop(links.take());
-            } else if let Err(e) = ring.poll(POLL_TIMEOUT)
-                && e.kind() != ErrorKind::Interrupted
-            {
-                return Err(libbpf_error(NAME, "ring buffer poll", &e));
-            }
-            // With BPF_RB_NO_WAKEUP below the threshold, poll may time out with data waiting: always consume.
-            if let Err(e) = ring.consume()
-                && e.kind() != ErrorKind::Interrupted
-            {
-                return Err(libbpf_error(NAME, "ring buffer consume", &e));
-            }
-            if stopping || last_drops.elapsed() >= DROPS_INTERVAL {
-                last_drops = Instant::now();
-                let total = total_drops(&skel);
-                let lost = total.saturating_sub(reported_drops);
-                reported_drops = reported_drops.max(total);
-                if lost > 0 {
-                    ctx.events.count_lost_upstream(lost);
+        stream_ring(
+            NAME,
+            RingMaps { events: &skel.maps.events, drops: &skel.maps.drops },
+            &ctx,
+            |data| decoder.decode(data),
+            || drop(links.take()),
+            |batch, _| {
+                for ev in batch {
+                    ctx.events.send(ev);
                 }
-            }
-            if stopping {
-                break;
-            }
-        }
-        drop(ring);
+            },
+        )?;
         drop(skel);
         tracing::debug!(backend = NAME, "detached");
         Ok(())
-    }
-}
-
-/// Sum of the per-CPU `drops` counters.
-fn total_drops(skel: &SyscallsSkel<'_>) -> u64 {
-    match skel.maps.drops.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
-        Ok(Some(per_cpu)) => {
-            per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum()
-        }
-        Ok(None) => 0,
-        Err(e) => {
-            tracing::debug!(backend = NAME, error = %e, "reading drops failed");
-            0
-        }
     }
 }
 
@@ -511,8 +418,7 @@ impl Decoder {
     }
 
     fn time(&self, ktime: u64) -> Timestamp {
-        let ns = i128::from(ktime) + self.realtime_offset_ns;
-        Timestamp(u64::try_from(ns.max(0)).unwrap_or(u64::MAX))
+        wall_time(ktime, self.realtime_offset_ns)
     }
 }
 
@@ -540,11 +446,6 @@ fn errno_name(ret: i64) -> String {
         nix::errno::Errno::UnknownErrno => format!("E{n}"),
         e => format!("{e:?}"),
     }
-}
-
-fn cstr(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// The path as bytes from the kernel, with `.` components and repeated slashes removed (lexically; `..` is kept,

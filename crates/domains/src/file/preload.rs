@@ -45,8 +45,6 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use ringwatch_core::event::FileInfo;
-use ringwatch_core::guid::process_guid;
-use ringwatch_core::proc_table::{read_proc_process, read_stat};
 use ringwatch_core::{
     Action, Activity, Backend, Decider, Decision, Domain, Event, EventSender, Mode, Probe, Process, Source,
     SourceContext, SourceError, SourceKind,
@@ -56,22 +54,11 @@ use ringwatch_hook_protocol::{
     FILE_FLAG_PATH_UNRESOLVED, FileActivity, FileMessage, FileOp, Header, Message, MessageKind, Verdict,
 };
 
-use crate::preload::{self, HookHandler, Peer, Reply, ServerError, SharedSocket};
+pub use crate::preload::Verdicts;
+use crate::preload::{self, HookHandler, Peer, Reply, SharedSocket, read_link};
 
 const NAME: &str = "file/preload";
 const BACKEND: Backend = Backend { mode: Mode::User, source: SourceKind::Preload };
-
-/// Whether hooked processes ask before each file call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Verdicts {
-    /// Ask when the decider may deny a file event ([`Decider::may_deny`]), else only report.
-    #[default]
-    Auto,
-    /// Always ask (every call waits for a verdict).
-    Always,
-    /// Never ask: report after the fact, deny nothing.
-    Never,
-}
 
 /// Start-up settings.
 #[derive(Debug, Clone, Copy, Default)]
@@ -105,18 +92,10 @@ impl FilePreload {
         decider: Arc<dyn Decider>,
         config: FilePreloadConfig,
     ) -> Result<Self, SourceError> {
-        let verdicts = match config.verdicts {
-            Verdicts::Auto => decider.may_deny(Domain::File),
-            Verdicts::Always => true,
-            Verdicts::Never => false,
-        };
+        let verdicts = config.verdicts.asks(decider.as_ref(), Domain::File);
         let handler = FileHandler { decider, verdicts, sessions: HashMap::new() };
         let kinds = [MessageKind::FILE_REQUEST, MessageKind::FILE_REPORT];
-        let socket_share =
-            SharedSocket::attach(socket, &kinds, Box::new(handler)).map_err(|e: ServerError| match e {
-                e if e.is_permission() => SourceError::MissingPrivilege { backend: NAME, what: e.to_string() },
-                e => SourceError::Failed { backend: NAME, step: "bind hook socket".into(), message: e.to_string() },
-            })?;
+        let socket_share = preload::attach(NAME, socket, &kinds, Box::new(handler))?;
         let hooks = if verdicts { "verdict" } else { "monitor" };
         tracing::info!(
             domain = "file",
@@ -149,11 +128,7 @@ impl Source for FilePreload {
     fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let span = tracing::info_span!("source", domain = "file", mode = "user", source = "preload");
         let _enter = span.enter();
-        self.socket.serve(&ctx).map_err(|e| SourceError::Failed {
-            backend: NAME,
-            step: "serve hook socket".into(),
-            message: e.to_string(),
-        })
+        preload::serve(NAME, self.socket, &ctx)
     }
 }
 
@@ -173,21 +148,7 @@ struct SessionFacts {
 
 impl SessionFacts {
     fn read(peer: Peer) -> Self {
-        let mut process = read_proc_process(peer.pid).unwrap_or_else(|| Process {
-            pid: peer.pid,
-            uid: peer.uid,
-            euid: peer.uid,
-            gid: peer.gid,
-            partial: true,
-            ..Process::default()
-        });
-        process.cwd = None;
-        if process.ppid != 0
-            && let Some(st) = read_stat(process.ppid)
-        {
-            process.parent_guid = Some(process_guid(process.ppid, st.start_ticks));
-        }
-        let parent_exe = (process.ppid != 0).then(|| read_link(&format!("/proc/{}/exe", process.ppid))).flatten();
+        let (process, parent_exe) = preload::peer_process(peer);
         let mnt_ns = |pid: &str| read_link(&format!("/proc/{pid}/ns/mnt"));
         let same_view = read_link(&format!("/proc/{}/root", peer.pid)).as_deref() == Some("/")
             && mnt_ns(&peer.pid.to_string()).is_some_and(|ns| Some(ns) == mnt_ns("self"));
@@ -439,18 +400,9 @@ fn resolve_path(path: &str, follow_final: bool) -> String {
     }
 }
 
-fn read_link(path: &str) -> Option<String> {
-    fs::read_link(path).ok().map(|p| p.to_string_lossy().into_owned())
-}
-
-/// A `sensor` event about `peer` (its pid and ids are kernel-verified; the pipeline fills in the rest).
+/// A `sensor` event of this backend about `peer`.
 fn sensor_event(activity: Activity, peer: Peer, message: String) -> Event {
-    let mut ev = Event::sensor(activity, NAME, message, None);
-    ev.process.pid = peer.pid;
-    ev.process.uid = peer.uid;
-    ev.process.euid = peer.uid;
-    ev.process.gid = peer.gid;
-    ev
+    preload::sensor_event(NAME, activity, peer, message)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{OFlag, open};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -168,6 +168,11 @@ impl InputRecorder {
         self.events(reader)
     }
 
+    /// True when typed input waits for an Enter or the idle flush.
+    pub fn has_pending(&self) -> bool {
+        !self.asm.is_empty()
+    }
+
     /// Emits partial input idle for the configured timeout (call it periodically).
     pub fn tick(&mut self, now: Timestamp, reader: Option<u32>) -> Vec<Event> {
         if let Some(line) = self.asm.flush_idle(now, self.opts.idle_flush) {
@@ -250,8 +255,10 @@ pub fn record_session(cmd: &mut Command, opts: &RecorderOptions, events: &EventS
 
     let mut recorder = InputRecorder::new(opts.clone(), pty.tty.clone(), session_pid);
     let mut stdin_open = true;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut stdout = io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Raw writes to fd 1: std's stdout is line-buffered, which would cost a write per line of relayed output.
+    let mut stdout = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+    let mut last_tick = Instant::now();
     let send_all = |evs: Vec<Event>| {
         for ev in evs {
             events.send(ev);
@@ -282,7 +289,7 @@ pub fn record_session(cmd: &mut Command, opts: &RecorderOptions, events: &EventS
                 Ok(0) => break,
                 Ok(n) => {
                     // The user's terminal going away must not kill the session: output is best effort.
-                    let _ = stdout.write_all(&buf[..n]).and_then(|()| stdout.flush());
+                    let _ = stdout.write_all(&buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // EIO: every slave descriptor is closed (the command and its children are gone).
@@ -300,7 +307,13 @@ pub fn record_session(cmd: &mut Command, opts: &RecorderOptions, events: &EventS
                 }
             }
         }
-        send_all(recorder.tick(Timestamp::now(), foreground_of(&pty.master)));
+        // Idle flush at the poll interval, not per relayed chunk: output-heavy sessions pay nothing for it.
+        if last_tick.elapsed() >= POLL_INTERVAL {
+            last_tick = Instant::now();
+            if recorder.has_pending() {
+                send_all(recorder.tick(Timestamp::now(), foreground_of(&pty.master)));
+            }
+        }
     }
     send_all(recorder.finish());
     let status = pty.child.wait()?;

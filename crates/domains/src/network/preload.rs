@@ -37,8 +37,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ringwatch_core::event::{DnsInfo, NetworkInfo};
-use ringwatch_core::guid::process_guid;
-use ringwatch_core::proc_table::{read_proc_process, read_stat};
 use ringwatch_core::{
     Action, Activity, Backend, Decider, Domain, Event, EventSender, Mode, Probe, Process, Source, SourceContext,
     SourceError, SourceKind,
@@ -49,24 +47,13 @@ use ringwatch_hook_protocol::{
 };
 
 use super::proxy::Proxy;
-use crate::preload::{self, HookHandler, Peer, Reply, ServerError, SharedSocket};
+pub use crate::preload::Verdicts as NetVerdicts;
+use crate::preload::{self, HookHandler, Peer, Reply, SharedSocket};
 
 const NAME: &str = "network/preload";
 const BACKEND: Backend = Backend { mode: Mode::User, source: SourceKind::Preload };
 /// Most resolved names remembered per session for `dst_name`.
 pub const NAMES_PER_SESSION: usize = 256;
-
-/// Whether hooked processes ask before each connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NetVerdicts {
-    /// Ask when the decider may block or redirect a network event ([`Decider::may_deny`]), else only report.
-    #[default]
-    Auto,
-    /// Always ask.
-    Always,
-    /// Never ask: report after the fact, block nothing.
-    Never,
-}
 
 /// Start-up settings.
 #[derive(Debug, Clone, Copy, Default)]
@@ -97,17 +84,10 @@ impl NetworkPreload {
     /// Registers the network handler on the hook socket at `socket` (binding it unless another preload backend of
     /// this agent already did).
     pub fn start(socket: &Path, decider: Arc<dyn Decider>, config: NetworkPreloadConfig) -> Result<Self, SourceError> {
-        let verdicts = match config.verdicts {
-            NetVerdicts::Auto => decider.may_deny(Domain::Network),
-            NetVerdicts::Always => true,
-            NetVerdicts::Never => false,
-        };
+        let verdicts = config.verdicts.asks(decider.as_ref(), Domain::Network);
         let handler = NetHandler { decider, verdicts, proxy: config.proxy, sessions: HashMap::new() };
         let kinds = [MessageKind::NET_REQUEST, MessageKind::NET_REPORT, MessageKind::NET_DNS];
-        let share = SharedSocket::attach(socket, &kinds, Box::new(handler)).map_err(|e: ServerError| match e {
-            e if e.is_permission() => SourceError::MissingPrivilege { backend: NAME, what: e.to_string() },
-            e => SourceError::Failed { backend: NAME, step: "bind hook socket".into(), message: e.to_string() },
-        })?;
+        let share = preload::attach(NAME, socket, &kinds, Box::new(handler))?;
         let hooks = if verdicts { "verdict" } else { "monitor" };
         tracing::info!(
             domain = "network",
@@ -159,11 +139,7 @@ impl Source for NetworkPreload {
         if let Some(proxy) = &self.proxy {
             proxy.set_events(ctx.events.clone());
         }
-        self.socket.serve(&ctx).map_err(|e| SourceError::Failed {
-            backend: NAME,
-            step: "serve hook socket".into(),
-            message: e.to_string(),
-        })
+        preload::serve(NAME, self.socket, &ctx)
     }
 }
 
@@ -178,24 +154,7 @@ struct SessionFacts {
 
 impl SessionFacts {
     fn read(peer: Peer) -> Self {
-        let mut process = read_proc_process(peer.pid).unwrap_or_else(|| Process {
-            pid: peer.pid,
-            uid: peer.uid,
-            euid: peer.uid,
-            gid: peer.gid,
-            partial: true,
-            ..Process::default()
-        });
-        process.cwd = None;
-        if process.ppid != 0
-            && let Some(st) = read_stat(process.ppid)
-        {
-            process.parent_guid = Some(process_guid(process.ppid, st.start_ticks));
-        }
-        let parent_exe = (process.ppid != 0)
-            .then(|| std::fs::read_link(format!("/proc/{}/exe", process.ppid)).ok())
-            .flatten()
-            .map(|p| p.to_string_lossy().into_owned());
+        let (process, parent_exe) = preload::peer_process(peer);
         SessionFacts { process, parent_exe, names: HashMap::new(), tamper_reported: false }
     }
 }
@@ -407,14 +366,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A `sensor` event about `peer`.
+/// A `sensor` event of this backend about `peer`.
 fn sensor_event(activity: Activity, peer: Peer, message: String) -> Event {
-    let mut ev = Event::sensor(activity, NAME, message, None);
-    ev.process.pid = peer.pid;
-    ev.process.uid = peer.uid;
-    ev.process.euid = peer.uid;
-    ev.process.gid = peer.gid;
-    ev
+    preload::sensor_event(NAME, activity, peer, message)
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! socket, takes each peer's identity from `SO_PEERCRED` (the kernel's word, not the message's), decodes with full
 //! bounds checks, and dispatches by message kind to a [`HookHandler`]: the process domain registers one for exec
 //! requests (`process::preload`), the file domain one for file requests and reports (`file::preload`).
-//! [`SharedSocket`] lets both register on one server, since the hook knows one socket.
+//! [`SharedSocket`] lets both register on one server, since the hook knows one socket. `backend.rs` holds what
+//! every domain's preload backend repeats around it ([`Verdicts`], attach/serve errors, a peer's process facts).
 //!
 //! [`install()`] and [`uninstall()`] edit `/etc/ld.so.preload` for system-wide injection; [`hook_library_path`] finds
 //! the library next to the agent binary.
@@ -16,12 +17,15 @@
 //! Everything a hook sends is an in-process claim the process could forge; events built from it carry
 //! `trusted: false`. What the hook cannot see is listed in the hook crate's documentation.
 
+mod backend;
 mod install;
 mod server;
 mod shared;
 
 use std::path::Path;
 
+pub use backend::Verdicts;
+pub(crate) use backend::{attach, peer_process, read_link, sensor_event, serve};
 pub use install::{
     HOOK_LIBRARY_ENV, HOOK_LIBRARY_NAME, InstallError, hook_library_path, install, is_installed, uninstall,
 };

@@ -101,6 +101,7 @@ pub trait HookHandler: Send {
 
 /// Largest answer [`Reply::send_with`] can send.
 pub const MAX_REPLY: usize = 64;
+const _: () = assert!(VERDICT_LEN <= MAX_REPLY);
 
 /// The way back to the hook that sent a message.
 #[derive(Debug)]
@@ -117,20 +118,7 @@ impl Reply<'_> {
     /// was a one-way report, which gets no answer. (A hook that timed out but has not closed its socket yet still
     /// counts as reached; that window is microseconds.)
     pub fn send(&mut self, verdict: Verdict) -> bool {
-        if self.sent || !self.wanted {
-            return false;
-        }
-        self.sent = true;
-        let mut buf = [0u8; VERDICT_LEN];
-        let Ok(len) = encode_verdict(&mut buf, self.seq, verdict) else { return false };
-        let Some(bytes) = buf.get(..len) else { return false };
-        match send(self.fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => n == len,
-            Err(e) => {
-                tracing::debug!(error = %e, "hook left before its verdict");
-                false
-            }
-        }
+        self.send_with(|buf, seq| encode_verdict(buf, seq, verdict))
     }
 
     /// Sends the answer `encode` writes (given a buffer of [`MAX_REPLY`] bytes and the request's number; it

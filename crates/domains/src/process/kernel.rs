@@ -27,49 +27,30 @@
 
 use std::mem::{MaybeUninit, offset_of, size_of};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 use ringwatch_core::compiled::ExecKillList;
 use ringwatch_core::event::Timestamp;
 use ringwatch_core::guid::{BootInfo, process_guid, start_time_from_ticks, ticks_from_boot_ns};
-use ringwatch_core::proc_table::{container_id_from_cgroup, split_nul};
+use ringwatch_core::proc_table::split_nul;
 use ringwatch_core::{
     Action, Activity, Backend, Domain, Event, Mode, Probe, Process, Source, SourceContext, SourceError, SourceKind,
 };
 
-use crate::kernel_ids::{CgroupPaths, tty};
+use crate::kernel_ids::{CgroupPaths, cstr, tty};
 use crate::libbpf_support::{
-    PerCpuCounter, clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error,
-    realtime_offset_ns,
+    RingMaps, bpf_skeleton, clear_libbpf_warnings, has_bpf_privilege, leaked_object_slot, libbpf_error, load_error,
+    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, wall_time,
 };
 use crate::probe;
 
-// Generated code: not held to the workspace lints.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    unused_qualifications,
-    unsafe_op_in_unsafe_fn,
-    non_camel_case_types
-)]
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/sched.skel.rs"));
-}
+bpf_skeleton!("sched.skel.rs");
 
 use skel::{SchedSkel, SchedSkelBuilder, types};
 
 /// Backend name in logs, errors and loss counters.
 const NAME: &str = "process/kernel";
-
-/// Ring-buffer poll timeout: how late a batch below the wakeup threshold is read, and how soon shutdown is noticed.
-const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// How often the per-CPU `drops` counters are summed and reported.
-const DROPS_INTERVAL: Duration = Duration::from_secs(1);
 
 // Mirrors of process.h / common.h constants (#defines do not reach BTF, so the skeleton cannot generate them).
 const KIND_EXEC: u16 = 1;
@@ -150,20 +131,11 @@ impl ProcessKernel {
         } else {
             return unavailable(format!("tracefs unavailable ({} missing)", probe::TRACEFS));
         }
-        install_libbpf_logging();
-        let mut storage = MaybeUninit::uninit();
-        match open_and_load(&mut storage, None) {
-            Ok(skel) => {
-                drop(skel);
-                Probe::ok(
-                    Domain::Process,
-                    Mode::Kernel,
-                    SourceKind::Ebpf,
-                    format!("eBPF tracepoints sched_process_fork/exec/exit, ring buffer, kill at exec{tracefs_note}"),
-                )
-            }
-            Err(e) => unavailable(e.to_string()),
-        }
+        probe_by_loading(
+            Domain::Process,
+            format!("eBPF tracepoints sched_process_fork/exec/exit, ring buffer, kill at exec{tracefs_note}"),
+            |storage| open_and_load(storage, None).map(drop),
+        )
     }
 
     /// Opens the object, sets the agent's pid in rodata, loads it, fills the kill maps from `kill`, and attaches
@@ -178,27 +150,11 @@ impl ProcessKernel {
     /// [`ProcessKernel::start`] with the `events` ring buffer resized to `ring_bytes` (a power-of-two multiple of
     /// the page size); the tests use a tiny ring to prove that overflow is counted.
     fn start_with_ring(kill: &ExecKillList, ring_bytes: Option<u32>) -> Result<Self, SourceError> {
-        install_libbpf_logging();
-        if !probe::has_kernel_btf() {
-            return Err(SourceError::Unsupported {
-                backend: NAME,
-                what: format!("no kernel BTF at {}", probe::VMLINUX_BTF),
-            });
-        }
-        if !probe::tracefs_mounted() {
-            for line in probe::ensure_mounts() {
-                tracing::info!(backend = NAME, "{line}");
-            }
-        }
+        prepare_tracepoint_load(NAME)?;
         // Read the boot id and boot time now: the ring-buffer callback must not do file I/O.
         BootInfo::get();
         let kill_entries = KillEntries::compile(kill)?;
-
-        // The skeleton borrows its object slot for its whole life and the backend moves between threads, so the
-        // slot (one pointer) is leaked to get a 'static borrow. The object itself is closed when the skeleton
-        // drops, in `run` or in `Drop`.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-        let skel = open_and_load(storage, ring_bytes)?;
+        let skel = open_and_load(leaked_object_slot(), ring_bytes)?;
         kill_entries.fill(&skel)?;
         let mut links = Vec::with_capacity(3);
         for prog in [&skel.progs.handle_fork, &skel.progs.handle_exec, &skel.progs.handle_exit] {
@@ -230,69 +186,22 @@ impl Source for ProcessKernel {
         let _guard = span.enter();
         let ProcessKernel { links, skel, rule_ids, realtime_offset_ns } = *self;
         let decoder = Decoder { rule_ids, realtime_offset_ns };
-        // (event, cgroup id): the id is resolved to a path in the poll loop, outside the callback.
-        let pending = std::rc::Rc::new(std::cell::RefCell::new(Vec::<(Event, u64)>::with_capacity(1024)));
-        let mut builder = RingBufferBuilder::new();
-        {
-            let pending = pending.clone();
-            let sender = ctx.events.clone();
-            // Runs inside consume(): decode into memory only; no I/O, no blocking.
-            builder
-                .add(&skel.maps.events, move |data: &[u8]| {
-                    match decoder.decode(data) {
-                        Ok(decoded) => pending.borrow_mut().push(decoded),
-                        Err(e) => {
-                            tracing::trace!(backend = NAME, error = e, len = data.len(), "malformed sample");
-                            sender.count_malformed();
-                        }
-                    }
-                    0
-                })
-                .map_err(|e| libbpf_error(NAME, "ring buffer add events", &e))?;
-        }
-        let ring = builder.build().map_err(|e| libbpf_error(NAME, "ring buffer build", &e))?;
         let mut cgroups = CgroupPaths::new();
-        let mut drops = PerCpuCounter::default();
-        let mut last_drops = Instant::now();
         let mut links = Some(links);
-        let mut batch = Vec::with_capacity(1024);
-        loop {
-            let stopping = ctx.shutdown.is_triggered();
-            if stopping {
-                // Detach first, then drain: nothing produced before the detach is lost.
-                drop(links.take());
-            } else if let Err(e) = ring.poll(POLL_TIMEOUT)
-                && e.kind() != ErrorKind::Interrupted
-            {
-                return Err(libbpf_error(NAME, "ring buffer poll", &e));
-            }
-            // With BPF_RB_NO_WAKEUP below the threshold, poll may time out with data waiting: always consume.
-            if let Err(e) = ring.consume()
-                && e.kind() != ErrorKind::Interrupted
-            {
-                return Err(libbpf_error(NAME, "ring buffer consume", &e));
-            }
-            // Swap buffers so both keep their capacity across polls.
-            std::mem::swap(&mut batch, &mut *pending.borrow_mut());
-            for (mut ev, cgroup_id) in batch.drain(..) {
-                if cgroup_id != 0 {
-                    ev.process.cgroup = cgroups.resolve(cgroup_id);
-                    ev.process.container_id = ev.process.cgroup.as_deref().and_then(container_id_from_cgroup);
+        stream_ring(
+            NAME,
+            RingMaps { events: &skel.maps.events, drops: &skel.maps.drops },
+            &ctx,
+            |data| decoder.decode(data),
+            || drop(links.take()),
+            |batch, _| {
+                // The cgroup id is named here, outside the callback: naming may scan the cgroup tree.
+                for (mut ev, cgroup_id) in batch {
+                    cgroups.annotate(&mut ev, cgroup_id);
+                    ctx.events.send(ev);
                 }
-                ctx.events.send(ev);
-            }
-            if stopping || last_drops.elapsed() >= DROPS_INTERVAL {
-                last_drops = Instant::now();
-                let lost = drops.delta(&skel.maps.drops, NAME);
-                if lost > 0 {
-                    ctx.events.count_lost_upstream(lost);
-                }
-            }
-            if stopping {
-                break;
-            }
-        }
-        drop(ring);
+            },
+        )?;
         drop(skel);
         tracing::debug!(backend = NAME, "detached");
         Ok(())
@@ -307,11 +216,7 @@ fn open_and_load(storage: &mut MaybeUninit<OpenObject>, ring_bytes: Option<u32>)
         open.maps.events.set_max_entries(bytes).map_err(|e| libbpf_error(NAME, "size events", &e))?;
     }
     let Some(rodata) = open.maps.rodata_data.as_deref_mut() else {
-        return Err(SourceError::Failed {
-            backend: NAME,
-            step: "set rodata".into(),
-            message: "the object has no .rodata section (agent_tgid missing)".into(),
-        });
+        return Err(missing_rodata(NAME, "agent_tgid"));
     };
     rodata.agent_tgid = std::process::id();
     open.load().map_err(|e| load_error(NAME, &e))
@@ -433,17 +338,10 @@ fn backend() -> Backend {
     Backend { mode: Mode::Kernel, source: SourceKind::Ebpf }
 }
 
-fn cstr(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Starts the event for one record (exec, fork or exit): its time and the identity every record type carries (pid,
-/// tid, ppid, start ticks, guid, start time, comm). A macro because the three records are distinct bindgen structs
 impl Decoder {
     /// One sample -> the event and its cgroup v2 id (0 when the record has none).
     fn decode(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {
@@ -477,8 +375,7 @@ impl Decoder {
     }
 
     fn time(&self, ktime: u64) -> Timestamp {
-        let ns = i128::from(ktime) + self.realtime_offset_ns;
-        Timestamp(u64::try_from(ns.max(0)).unwrap_or(u64::MAX))
+        wall_time(ktime, self.realtime_offset_ns)
     }
 
     fn exec(&self, data: &[u8]) -> Result<(Event, u64), &'static str> {

@@ -47,7 +47,7 @@ use ringwatch_core::{
 };
 use ringwatch_hook_protocol::{ExecOp, ExecRequest, Header, Message, MessageKind, Verdict};
 
-use crate::preload::{self, HookHandler, Peer, Reply, ServerError, SharedSocket};
+use crate::preload::{self, HookHandler, Peer, Reply, SharedSocket, read_link};
 
 const NAME: &str = "process/preload";
 
@@ -75,11 +75,7 @@ impl ProcessPreload {
     /// [`crate::preload::PreloadServer::bind`]).
     pub fn start(socket: &Path, decider: Arc<dyn Decider>) -> Result<Self, SourceError> {
         // A live agent on the socket (ServerError::AlreadyRunning) is a run-time failure, not a missing capability.
-        let socket_share = SharedSocket::attach(socket, &[MessageKind::EXEC], Box::new(ExecHandler { decider }))
-            .map_err(|e: ServerError| match e {
-                e if e.is_permission() => SourceError::MissingPrivilege { backend: NAME, what: e.to_string() },
-                e => SourceError::Failed { backend: NAME, step: "bind hook socket".into(), message: e.to_string() },
-            })?;
+        let socket_share = preload::attach(NAME, socket, &[MessageKind::EXEC], Box::new(ExecHandler { decider }))?;
         tracing::info!(domain = "process", mode = "user", source = "preload", socket = %socket.display(), "listening");
         Ok(ProcessPreload { socket: socket_share })
     }
@@ -99,11 +95,7 @@ impl Source for ProcessPreload {
     fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let span = tracing::info_span!("source", domain = "process", mode = "user", source = "preload");
         let _enter = span.enter();
-        self.socket.serve(&ctx).map_err(|e| SourceError::Failed {
-            backend: NAME,
-            step: "serve hook socket".into(),
-            message: e.to_string(),
-        })
+        preload::serve(NAME, self.socket, &ctx)
     }
 }
 
@@ -265,10 +257,6 @@ impl ProcFacts {
     }
 }
 
-fn read_link(path: &str) -> Option<String> {
-    fs::read_link(path).ok().map(|p| p.to_string_lossy().into_owned())
-}
-
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -378,14 +366,9 @@ fn comm_of(exe: &str) -> String {
     lossy(name.get(..COMM_LEN).unwrap_or(name))
 }
 
-/// A `sensor` event about `peer` (its pid and ids are kernel-verified; the pipeline fills in the rest).
+/// A `sensor` event of this backend about `peer`.
 fn sensor_event(activity: Activity, peer: Peer, message: String) -> Event {
-    let mut ev = Event::sensor(activity, NAME, message, None);
-    ev.process.pid = peer.pid;
-    ev.process.uid = peer.uid;
-    ev.process.euid = peer.uid;
-    ev.process.gid = peer.gid;
-    ev
+    preload::sensor_event(NAME, activity, peer, message)
 }
 
 #[cfg(test)]

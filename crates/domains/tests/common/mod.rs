@@ -1,14 +1,15 @@
 //! Shared by the backend tests: a source running on its own thread, feeding a pipeline whose only sink keeps
-//! every event in memory.
+//! every event in memory; the hook library and the C helpers of `tests/data/`, built once; and the skip checks
+//! every test starts with.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod netns;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -112,4 +113,81 @@ pub fn hook_lib() -> Option<&'static Path> {
         lib.is_file().then(|| fs::canonicalize(lib).ok()).flatten()
     })
     .as_deref()
+}
+
+/// True when running as root; else prints "skipping: needs root (`why`)" and returns false.
+pub fn root_or_skip(why: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipping: needs root ({why})");
+    }
+    root
+}
+
+/// True when running as root with the hook library built; else prints why the test is skipped and returns false.
+pub fn root_and_hook_or_skip(why: &str) -> bool {
+    if !root_or_skip(why) {
+        return false;
+    }
+    if hook_lib().is_none() {
+        eprintln!("skipping: libringwatch_hook.so could not be built or found");
+        return false;
+    }
+    true
+}
+
+/// The value, or `None` after printing "skipping: <why>" (for set-up steps the host may not support).
+pub fn ok_or_skip<T>(setup: Result<T, String>) -> Option<T> {
+    setup.map_err(|why| eprintln!("skipping: {why}")).ok()
+}
+
+/// Compiles C helpers of `tests/data/` with `cc` into `target/tmp/<dir>/`: each build is (flags, source file,
+/// output name). The outputs' paths in the order given, or `None` (after printing the compiler's complaint) when
+/// one fails. Call it once per test binary (from a `OnceLock`).
+pub fn build_c_helpers<const N: usize>(dir: &str, builds: [(&[&str], &str, &str); N]) -> Option<[PathBuf; N]> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    fs::create_dir_all(&out).ok()?;
+    let mut built = Vec::with_capacity(N);
+    for (flags, src, name) in builds {
+        let output = out.join(name);
+        let result =
+            Command::new("cc").args(flags).arg("-o").arg(&output).arg(data.join(src)).stderr(Stdio::piped()).output();
+        match result {
+            Ok(o) if o.status.success() => built.push(output),
+            Ok(o) => {
+                eprintln!(
+                    "skipping: cc could not build tests/data/{src}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!("skipping: cc could not run for tests/data/{src}: {e}");
+                return None;
+            }
+        }
+    }
+    built.try_into().ok()
+}
+
+/// Ids of the loaded BPF programs named one of `names` (program names are cut to 15 bytes by the kernel).
+pub fn loaded_program_ids(names: &[&str]) -> BTreeSet<u32> {
+    libbpf_rs::query::ProgInfoIter::default()
+        .filter(|p| names.iter().any(|n| p.name.to_bytes() == n.as_bytes()))
+        .map(|p| p.id)
+        .collect()
+}
+
+/// Waits (program release is asynchronous in the kernel) until none of `ids` is loaded under `names`; returns
+/// those left after 5 s.
+pub fn still_loaded(names: &[&str], ids: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: BTreeSet<u32> = loaded_program_ids(names).intersection(ids).copied().collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }

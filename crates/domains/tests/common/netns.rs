@@ -19,12 +19,12 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::{self, JoinHandle};
 
@@ -132,6 +132,22 @@ impl NetNs {
                 if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
             });
         }
+    }
+
+    /// Starts `tests/data/net_client.c` (compiled at `bin`) in its `serve PORT MS` mode inside this namespace and
+    /// returns once it says it listens (it serves `port` for `ms` milliseconds).
+    pub fn net_client_server(&self, bin: &Path, port: u16, ms: u32) -> Child {
+        let mut child = self
+            .command(bin)
+            .args(["serve", &port.to_string(), &ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line).expect("server says listening");
+        assert_eq!(line.trim(), "listening", "server failed: {line}");
+        child
     }
 
     /// Runs `f` on a new thread that first joins this namespace (sockets it creates live there).

@@ -51,6 +51,7 @@ const _: () = assert!(size_of::<types::sock_owner>() == 72 && offset_of!(types::
 const _: () = assert!(size_of::<types::conn_event>() == 144 && offset_of!(types::conn_event, id) == 16);
 const _: () = assert!(offset_of!(types::conn_event, saddr) == 88 && offset_of!(types::conn_event, uid) == 120);
 const _: () = assert!(offset_of!(types::conn_event, sport) == 132 && offset_of!(types::conn_event, activity) == 139);
+const _: () = assert!(offset_of!(types::conn_event, error) == 140);
 const _: () = assert!(size_of::<types::dns_event>() == 632 && offset_of!(types::dns_event, saddr) == 64);
 const _: () = assert!(offset_of!(types::dns_event, payload_len) == 114 && offset_of!(types::dns_event, payload) == 120);
 
@@ -85,6 +86,18 @@ fn protocol(p: u8) -> &'static str {
         IPPROTO_TCP => "tcp",
         IPPROTO_UDP => "udp",
         _ => "other",
+    }
+}
+
+/// The errno name of a connect that never got established: the socket's `sk_err` (`ECONNREFUSED` after a RST,
+/// `ETIMEDOUT` after the SYN retries, `EHOSTUNREACH`/`ENETUNREACH` after an ICMP error); 0 means no error was set
+/// because the socket was closed while connecting (by its process, or a local failure): `ECONNABORTED`.
+fn connect_error(sk_err: u32) -> String {
+    let n = i32::try_from(sk_err).unwrap_or(0);
+    match nix::errno::Errno::from_raw(n) {
+        _ if n == 0 => "ECONNABORTED".into(),
+        nix::errno::Errno::UnknownErrno => format!("E{n}"),
+        e => format!("{e:?}"),
     }
 }
 
@@ -173,10 +186,8 @@ impl Decoder {
             net.duration_us = (flags & F_NO_START == 0).then_some(e.duration_ns / 1000);
         }
         if flags & F_REFUSED != 0 {
-            // Never established: nothing was transferred. (The contract has no error field yet; a refused
-            // connect is the `connect` that carries zero byte counts, and no `close` follows it.)
-            net.bytes_out = Some(0);
-            net.bytes_in = Some(0);
+            // Never established (no `close` follows): why, from the socket's sk_err.
+            net.error = Some(connect_error(e.error));
         }
         ev.network = Some(net);
         Ok(ev)
@@ -297,6 +308,19 @@ mod tests {
         assert!(d.decode(&b.0[..m]).is_err());
         put(&mut b, offset_of!(types::dns_event, payload_len), &600u16.to_ne_bytes());
         assert!(d.decode(&b.0[..m]).is_err());
+    }
+
+    #[test]
+    fn a_refused_connect_carries_the_errno_name_and_no_byte_counts() {
+        let mut b = conn_sample(NET_CONNECT, F_OUTBOUND | F_REFUSED);
+        put(&mut b, offset_of!(types::conn_event, error), &111u32.to_ne_bytes());
+        let n = decoder().decode(&b.0[..size_of::<types::conn_event>()]).expect("valid").network.expect("network");
+        assert_eq!((n.error.as_deref(), n.bytes_out, n.bytes_in), (Some("ECONNREFUSED"), None, None));
+        assert_eq!(connect_error(110), "ETIMEDOUT");
+        assert_eq!(connect_error(0), "ECONNABORTED");
+        assert_eq!(connect_error(4000), "E4000");
+        let ok = decoder().decode(&conn_sample(NET_CONNECT, F_OUTBOUND).0[..size_of::<types::conn_event>()]);
+        assert_eq!(ok.expect("valid").network.expect("network").error, None, "an established connect has no error");
     }
 
     #[test]

@@ -31,13 +31,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, MapHandle, OpenObject, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject};
 use ringwatch_core::compiled::NetworkPlan;
-use ringwatch_core::event::{NetworkInfo, Timestamp};
-use ringwatch_core::proc_table::container_id_from_cgroup;
+use ringwatch_core::event::NetworkInfo;
+#[cfg(test)]
+use ringwatch_core::event::Timestamp;
 use ringwatch_core::{
     Action, Activity, Backend, Domain, Event, Mode, Probe, Source, SourceContext, SourceError, SourceKind,
 };
@@ -45,36 +45,19 @@ use ringwatch_core::{
 use self::rules::{CompiledRules, RULES_MAX};
 use self::throttle::Throttle;
 use super::proxy::{self, OriginalDst, OriginalDstLookup, PROXY_MARK, Proxy, ProxyConfig};
-use crate::kernel_ids::CgroupPaths;
+use crate::kernel_ids::{CgroupPaths, cstr};
 use crate::libbpf_support::{
-    clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error, realtime_offset_ns,
+    RingMaps, bpf_skeleton, clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, leaked_object_slot,
+    libbpf_error, load_error, missing_rodata, probe_by_loading, realtime_offset_ns, stream_ring, wall_time,
 };
 use crate::probe;
 
-// Generated code: not held to the workspace lints.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    unused_qualifications,
-    unsafe_op_in_unsafe_fn,
-    non_camel_case_types
-)]
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/enforce.skel.rs"));
-}
+bpf_skeleton!("enforce.skel.rs");
 
 use skel::{EnforceSkel, EnforceSkelBuilder, types};
 
 /// Backend name in logs, errors and loss counters.
 const NAME: &str = "network/enforce";
-
-/// Ring-buffer poll timeout: how late a batch below the wakeup threshold is read, and how soon shutdown is noticed.
-const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// How often the per-CPU `drops` counters are summed and reported.
-const DROPS_INTERVAL: Duration = Duration::from_secs(1);
 
 // Mirrors of enforce.h constants (#defines do not reach BTF).
 const KIND_NET_ENFORCE: u16 = 40;
@@ -170,20 +153,11 @@ impl NetworkEnforcer {
         if probe::cgroup2_mount().is_none() {
             return unavailable("no cgroup v2 mount (cgroup sock_addr programs need one)".into());
         }
-        install_libbpf_logging();
-        let mut storage = MaybeUninit::uninit();
-        match open_and_load(&mut storage, &CompiledRules::default(), None) {
-            Ok(skel) => {
-                drop(skel);
-                Probe::ok(
-                    Domain::Network,
-                    Mode::Kernel,
-                    SourceKind::Ebpf,
-                    "cgroup connect4/6 + sendmsg4/6 (block, redirect), sockops, tc + HTB (throttle)",
-                )
-            }
-            Err(e) => unavailable(e.to_string()),
-        }
+        probe_by_loading(
+            Domain::Network,
+            "cgroup connect4/6 + sendmsg4/6 (block, redirect), sockops, tc + HTB (throttle)",
+            |storage| open_and_load(storage, &CompiledRules::default(), None).map(drop),
+        )
     }
 
     /// Compiles `plan` into the BPF maps, loads and attaches the programs on `cfg.cgroup`, starts the proxy when
@@ -230,11 +204,7 @@ impl NetworkEnforcer {
             None
         };
 
-        // The skeleton borrows its object slot for its whole life and the backend moves between threads, so the
-        // slot (one pointer) is leaked to get a 'static borrow. The object itself is closed when the skeleton
-        // drops.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-        let skel = open_and_load(storage, &compiled, proxy.as_ref().map(|p| p.kernel_addr()))?;
+        let skel = open_and_load(leaked_object_slot(), &compiled, proxy.as_ref().map(|p| p.kernel_addr()))?;
         fill_maps(&skel, &compiled)?;
 
         let mut enforcer = NetworkEnforcer {
@@ -313,66 +283,21 @@ impl NetworkEnforcer {
             realtime_offset_ns: self.realtime_offset_ns,
             proxy: self.proxy.as_ref().map(|p| p.kernel_addr()),
         };
-        // (event, cgroup id): the id is named in the poll loop, outside the callback (naming may scan the tree).
-        let pending = std::rc::Rc::new(std::cell::RefCell::new(Vec::<(Event, u64)>::with_capacity(256)));
-        let mut builder = RingBufferBuilder::new();
-        {
-            let pending = pending.clone();
-            let sender = ctx.events.clone();
-            // Runs inside consume(): decode into memory only; no I/O, no blocking.
-            builder
-                .add(&skel.maps.events, move |data: &[u8]| {
-                    match decoder.decode(data) {
-                        Ok(ev) => pending.borrow_mut().push(ev),
-                        Err(e) => {
-                            tracing::trace!(backend = NAME, error = e, len = data.len(), "malformed sample");
-                            sender.count_malformed();
-                        }
-                    }
-                    0
-                })
-                .map_err(|e| libbpf_error(NAME, "ring buffer add events", &e))?;
-        }
-        let ring = builder.build().map_err(|e| libbpf_error(NAME, "ring buffer build", &e))?;
         let mut cgroups = CgroupPaths::new();
-        let mut drops = DropCounter::default();
-        let mut last_drops = Instant::now();
-        let mut batch = Vec::with_capacity(256);
-        loop {
-            let stopping = ctx.shutdown.is_triggered();
-            if stopping {
-                // Detach first, then drain: nothing produced before the detach is lost.
-                self.detach();
-            } else if let Err(e) = ring.poll(POLL_TIMEOUT)
-                && e.kind() != ErrorKind::Interrupted
-            {
-                return Err(libbpf_error(NAME, "ring buffer poll", &e));
-            }
-            if let Err(e) = ring.consume()
-                && e.kind() != ErrorKind::Interrupted
-            {
-                return Err(libbpf_error(NAME, "ring buffer consume", &e));
-            }
-            std::mem::swap(&mut batch, &mut *pending.borrow_mut());
-            for (mut ev, cgroup_id) in batch.drain(..) {
-                if cgroup_id != 0 {
-                    ev.process.cgroup = cgroups.resolve(cgroup_id);
-                    ev.process.container_id = ev.process.cgroup.as_deref().and_then(container_id_from_cgroup);
+        stream_ring(
+            NAME,
+            RingMaps { events: &skel.maps.events, drops: &skel.maps.drops },
+            &ctx,
+            |data| decoder.decode(data),
+            || self.detach(),
+            |batch, _| {
+                // The cgroup id is named here, outside the callback: naming may scan the cgroup tree.
+                for (mut ev, cgroup_id) in batch {
+                    cgroups.annotate(&mut ev, cgroup_id);
+                    ctx.events.send(ev);
                 }
-                ctx.events.send(ev);
-            }
-            if stopping || last_drops.elapsed() >= DROPS_INTERVAL {
-                last_drops = Instant::now();
-                let lost = drops.delta(&skel);
-                if lost > 0 {
-                    ctx.events.count_lost_upstream(lost);
-                }
-            }
-            if stopping {
-                break;
-            }
-        }
-        drop(ring);
+            },
+        )?;
         drop(skel);
         tracing::debug!(backend = NAME, "detached");
         Ok(())
@@ -414,11 +339,7 @@ fn open_and_load<'obj>(
     clear_libbpf_warnings();
     let mut open = EnforceSkelBuilder::default().open(storage).map_err(|e| libbpf_error(NAME, "open", &e))?;
     let Some(ro) = open.maps.rodata_data.as_deref_mut() else {
-        return Err(SourceError::Failed {
-            backend: NAME,
-            step: "set rodata".into(),
-            message: "the object has no .rodata section".into(),
-        });
+        return Err(missing_rodata(NAME, "rules"));
     };
     debug_assert!(c.rules.len() <= RULES_MAX, "CompiledRules::compile bounds the rule count");
     ro.rule_count = c.rules.len().min(RULES_MAX) as u32;
@@ -552,16 +473,13 @@ impl Decoder {
             _ => "other",
         };
         let mut ev = Event::new(Domain::Network, activity, Backend { mode: Mode::Kernel, source: SourceKind::Ebpf });
-        let wall = i128::from(rec.hdr.ktime) + self.realtime_offset_ns;
-        ev.time = Timestamp(u64::try_from(wall).unwrap_or(0));
+        ev.time = wall_time(rec.hdr.ktime, self.realtime_offset_ns);
         ev.action = action;
         ev.rule = Some(rule.clone());
         ev.process.pid = rec.pid;
         ev.process.tid = rec.tid;
         ev.process.uid = rec.uid;
-        let comm_len = rec.comm.iter().position(|b| *b == 0).unwrap_or(rec.comm.len());
-        let comm: Vec<u8> = rec.comm[..comm_len].iter().map(|b| *b as u8).collect();
-        ev.process.comm = String::from_utf8_lossy(&comm).into_owned();
+        ev.process.comm = cstr(&rec.comm.map(|b| b as u8));
         let asked = SocketAddr::new(dst_ip, rec.dst_port);
         let (dst, original_dst) = match (action, self.proxy) {
             (Action::Redirected, Some(proxy)) => (proxy, Some(asked.to_string())),
@@ -576,31 +494,6 @@ impl Decoder {
             ..NetworkInfo::default()
         });
         Ok((ev, rec.cgroup_id))
-    }
-}
-
-/// Reports how many records the kernel could not put in the full ring buffer since the last call.
-#[derive(Debug, Default)]
-struct DropCounter {
-    reported: u64,
-}
-
-impl DropCounter {
-    fn delta(&mut self, skel: &EnforceSkel<'_>) -> u64 {
-        let total = match skel.maps.drops.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
-            Ok(Some(per_cpu)) => per_cpu
-                .iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
-                .sum::<u64>(),
-            Ok(None) => 0,
-            Err(e) => {
-                tracing::debug!(backend = NAME, error = %e, "reading drops failed");
-                return 0;
-            }
-        };
-        let delta = total.saturating_sub(self.reported);
-        self.reported = total;
-        delta
     }
 }
 

@@ -88,38 +88,38 @@ fn sniff_tls(buf: &[u8]) -> Sniffed {
     Sniffed::Other
 }
 
+/// A ClientHello naming `name` as `openssl s_client -servername` sends it, trimmed to what [`sniff`] reads: TLS 1.2
+/// record, handshake header, version, random, empty session id, one cipher, null compression, and a server_name
+/// extension. What the proxy's tests send as a TLS client's first bytes.
+pub fn client_hello(name: &str) -> Vec<u8> {
+    let mut sni = vec![0u8, 0]; // list length, patched below
+    sni.push(0); // host_name
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name.as_bytes());
+    let list_len = (sni.len() - 2) as u16;
+    sni[..2].copy_from_slice(&list_len.to_be_bytes());
+    let mut ext = vec![0u8, 0]; // extension type server_name
+    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni);
+    let mut body = vec![3u8, 3];
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0); // session id
+    body.extend_from_slice(&[0, 2, 0x13, 0x01]); // ciphers
+    body.extend_from_slice(&[1, 0]); // compression
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1u8];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16u8, 3, 1];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A ClientHello as `openssl s_client -servername Example.COM` sends it, trimmed to what the parser reads:
-    /// TLS 1.2 record, handshake header, version, random, empty session id, one cipher, null compression, and a
-    /// server_name extension.
-    fn client_hello(name: &str) -> Vec<u8> {
-        let mut sni = vec![0u8, 0]; // list length, patched below
-        sni.push(0); // host_name
-        sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        sni.extend_from_slice(name.as_bytes());
-        let list_len = (sni.len() - 2) as u16;
-        sni[..2].copy_from_slice(&list_len.to_be_bytes());
-        let mut ext = vec![0u8, 0]; // extension type server_name
-        ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
-        ext.extend_from_slice(&sni);
-        let mut body = vec![3u8, 3];
-        body.extend_from_slice(&[7u8; 32]);
-        body.push(0); // session id
-        body.extend_from_slice(&[0, 2, 0x13, 0x01]); // ciphers
-        body.extend_from_slice(&[1, 0]); // compression
-        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-        body.extend_from_slice(&ext);
-        let mut hs = vec![1u8];
-        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        hs.extend_from_slice(&body);
-        let mut rec = vec![0x16u8, 3, 1];
-        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-        rec.extend_from_slice(&hs);
-        rec
-    }
 
     #[test]
     fn http_host_is_found_without_port_and_lowercased() {
