@@ -24,13 +24,19 @@ struct Shell {
 
 impl Shell {
     fn start() -> Shell {
+        Shell::start_with_env(&[])
+    }
+
+    /// A shell with extra environment (e.g. what sshd sets for a session).
+    fn start_with_env(env: &[(&str, &str)]) -> Shell {
         let mut cmd = Command::new("bash");
         cmd.args(["--norc", "--noprofile", "-i"])
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("TERM", "xterm")
             .env("PS1", "ready$ ")
-            .env("HISTFILE", "/dev/null");
+            .env("HISTFILE", "/dev/null")
+            .envs(env.iter().copied());
         let pty = PtyChild::spawn(&mut cmd, None).expect("bash on a pty");
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut master = pty.master.try_clone().expect("clone master");
@@ -239,4 +245,54 @@ fn partial_input_is_flushed_after_the_idle_timeout() {
     shell.exit();
     running.stop();
     assert!(flushed.is_some(), "partial line flushed after 500 ms idle");
+}
+
+#[test]
+fn readv_on_a_terminal_is_captured_too() {
+    let Some(running) = start_or_skip(&enabled()) else { return };
+    if Command::new("python3").arg("-c").arg("pass").status().map(|s| !s.success()).unwrap_or(true) {
+        eprintln!("skipping: python3 (for a readv(2) reader) is not installed");
+        running.stop();
+        return;
+    }
+    // A canonical-mode reader (the pty's default: ICANON and ECHO on) that uses readv(2) instead of read(2).
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", "import os; b = bytearray(64); n = os.readv(0, [b]); print('readv-got', n)"]);
+    let mut pty = PtyChild::spawn(&mut cmd, None).expect("python3 on a pty");
+    let tty = pty.tty.clone();
+    thread::sleep(Duration::from_millis(300));
+    (&pty.master).write_all(b"via-readv-line\r").expect("type a line");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = (&pty.master).read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert!(pty.child.wait().expect("python3 exits").success());
+    assert!(String::from_utf8_lossy(&out).contains("readv-got 15"), "{}", String::from_utf8_lossy(&out));
+    let found = running.wait_for(Duration::from_secs(5), |e| {
+        e.keystroke.as_ref().is_some_and(|k| k.tty.as_deref() == Some(tty.as_str()) && k.text == "via-readv-line")
+    });
+    running.stop();
+    let ev = found.expect("the line read with readv");
+    assert_eq!(ev.keystroke.and_then(|k| k.keys), Some(15));
+}
+
+#[test]
+fn ssh_sessions_carry_the_client_address_from_the_session_environment() {
+    let Some(running) = start_or_skip(&enabled()) else { return };
+    // What sshd puts in a session's environment (no sshd here: the shell gets the same variable).
+    let shell = Shell::start_with_env(&[("SSH_CONNECTION", "192.0.2.7 50022 192.0.2.1 22")]);
+    let tty = shell.pty.tty.clone();
+    shell.type_keys("echo over-ssh\r");
+    shell.wait_output("over-ssh", 2);
+    let found = running.wait_for(Duration::from_secs(5), |e| {
+        e.keystroke.as_ref().is_some_and(|k| k.tty.as_deref() == Some(tty.as_str()) && k.text == "echo over-ssh")
+    });
+    shell.exit();
+    running.stop();
+    let ev = found.expect("the typed line");
+    assert_eq!(ev.keystroke.and_then(|k| k.remote).as_deref(), Some("192.0.2.7:50022"));
 }

@@ -28,50 +28,32 @@
 use std::collections::HashMap;
 use std::mem::{MaybeUninit, offset_of, size_of};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 use ringwatch_core::compiled::KeystrokePlan;
 use ringwatch_core::event::Timestamp;
 use ringwatch_core::guid::{BootInfo, process_guid, start_time_from_ticks, ticks_from_boot_ns};
-use ringwatch_core::proc_table::tty_name;
 use ringwatch_core::{
     Activity, Backend, Domain, Event, Mode, Probe, Process, Source, SourceContext, SourceError, SourceKind,
 };
 
+use crate::kernel_ids::{cstr, tty};
 use crate::keystroke::assemble::{Line, Sessions};
 use crate::libbpf_support::{
-    clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error, realtime_offset_ns,
+    RingMaps, bpf_skeleton, clear_libbpf_warnings, has_bpf_privilege, leaked_object_slot, libbpf_error, load_error,
+    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, wall_time,
 };
 use crate::probe;
 
-// Generated code: not held to the workspace lints.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    unused_qualifications,
-    unsafe_op_in_unsafe_fn,
-    non_camel_case_types
-)]
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/tty.skel.rs"));
-}
+bpf_skeleton!("tty.skel.rs");
 
 use skel::{TtySkel, TtySkelBuilder, types};
 
 /// Backend name in logs, errors and loss counters.
 pub const NAME: &str = "keystroke/ebpf";
-
-/// Ring-buffer poll timeout: how late a batch below the wakeup threshold is read, how often idle input is flushed
-/// and how soon shutdown is noticed.
-const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// How often the per-CPU `drops` counters are summed and reported.
-const DROPS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A session with no pending input is forgotten after this long without input (its ssh address is read again).
 const FORGET_SESSION_AFTER: Duration = Duration::from_secs(600);
@@ -160,23 +142,14 @@ impl KeystrokeEbpf {
         } else {
             return unavailable(format!("tracefs unavailable ({} missing)", probe::TRACEFS));
         }
-        install_libbpf_logging();
-        let mut storage = MaybeUninit::uninit();
-        match open_and_load(&mut storage, &KeystrokePlan::default(), None) {
-            Ok(skel) => {
-                drop(skel);
-                Probe::ok(
-                    Domain::Keystroke,
-                    Mode::Kernel,
-                    SourceKind::Ebpf,
-                    format!(
-                        "eBPF tracepoints sys_enter/exit_read(v) on terminals, echo-off input redacted in the kernel; \
-                         off unless the policy enables keystrokes{tracefs_note}"
-                    ),
-                )
-            }
-            Err(e) => unavailable(e.to_string()),
-        }
+        probe_by_loading(
+            Domain::Keystroke,
+            format!(
+                "eBPF tracepoints sys_enter/exit_read(v) on terminals, echo-off input redacted in the kernel; off \
+                 unless the policy enables keystrokes{tracefs_note}"
+            ),
+            |storage| open_and_load(storage, &KeystrokePlan::default(), None).map(drop),
+        )
     }
 
     /// Opens the object, writes the plan's filters into rodata and maps, loads and attaches. Refuses when the plan
@@ -204,24 +177,10 @@ impl KeystrokeEbpf {
                 });
             }
         }
-        install_libbpf_logging();
-        if !probe::has_kernel_btf() {
-            return Err(SourceError::Unsupported {
-                backend: NAME,
-                what: format!("no kernel BTF at {}", probe::VMLINUX_BTF),
-            });
-        }
-        if !probe::tracefs_mounted() {
-            for line in probe::ensure_mounts() {
-                tracing::info!(backend = NAME, "{line}");
-            }
-        }
+        prepare_tracepoint_load(NAME)?;
         // Read the boot id and boot time now: the ring-buffer callback must not do file I/O.
         BootInfo::get();
-        // The skeleton borrows its object slot for its whole life and the backend moves between threads, so the
-        // slot (one pointer) is leaked to get a 'static borrow; the object is closed when the skeleton drops.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-        let skel = open_and_load(storage, plan, ring_bytes)?;
+        let skel = open_and_load(leaked_object_slot(), plan, ring_bytes)?;
         for (uid, map, name) in plan
             .uids
             .iter()
@@ -286,11 +245,7 @@ fn open_and_load<'o>(
         open.maps.events.set_max_entries(bytes).map_err(|e| libbpf_error(NAME, "size events", &e))?;
     }
     let Some(rodata) = open.maps.rodata_data.as_deref_mut() else {
-        return Err(SourceError::Failed {
-            backend: NAME,
-            step: "set rodata".into(),
-            message: "the object has no .rodata section (agent_tgid missing)".into(),
-        });
+        return Err(missing_rodata(NAME, "agent_tgid"));
     };
     rodata.agent_tgid = std::process::id();
     rodata.filter_uids = u8::from(!plan.uids.is_empty());
@@ -310,74 +265,29 @@ impl Source for KeystrokeEbpf {
         let KeystrokeEbpf { links, skel, ttys, idle_flush, notice, realtime_offset_ns } = *self;
         ctx.events.send(Event::sensor(Activity::Start, NAME, notice, None));
         let decoder = Decoder { realtime_offset_ns };
-        let pending = std::rc::Rc::new(std::cell::RefCell::new(Vec::<TtyRead>::with_capacity(256)));
-        let mut builder = RingBufferBuilder::new();
-        {
-            let pending = pending.clone();
-            let sender = ctx.events.clone();
-            // Runs inside consume(): decode into memory only; no I/O, no blocking.
-            builder
-                .add(&skel.maps.events, move |data: &[u8]| {
-                    match decoder.decode(data) {
-                        Ok(read) => pending.borrow_mut().push(read),
-                        Err(e) => {
-                            tracing::trace!(backend = NAME, error = e, len = data.len(), "malformed sample");
-                            sender.count_malformed();
-                        }
-                    }
-                    0
-                })
-                .map_err(|e| libbpf_error(NAME, "ring buffer add events", &e))?;
-        }
-        let ring = builder.build().map_err(|e| libbpf_error(NAME, "ring buffer build", &e))?;
         let mut assembler = Assembler::new(ttys);
-        let mut drops = DropCounter::default();
-        let mut last_drops = Instant::now();
         let mut links = Some(links);
-        let mut batch = Vec::with_capacity(256);
-        loop {
-            let stopping = ctx.shutdown.is_triggered();
-            if stopping {
-                // Detach first, then drain: nothing read before the detach is lost.
-                drop(links.take());
-            } else if let Err(e) = ring.poll(POLL_TIMEOUT)
-                && e.kind() != ErrorKind::Interrupted
-            {
-                return Err(libbpf_error(NAME, "ring buffer poll", &e));
-            }
-            // With BPF_RB_NO_WAKEUP below the threshold, poll may time out with data waiting: always consume.
-            if let Err(e) = ring.consume()
-                && e.kind() != ErrorKind::Interrupted
-            {
-                return Err(libbpf_error(NAME, "ring buffer consume", &e));
-            }
-            std::mem::swap(&mut batch, &mut *pending.borrow_mut());
-            for read in batch.drain(..) {
-                assembler.push(read, &mut |ev| {
+        stream_ring(
+            NAME,
+            RingMaps { events: &skel.maps.events, drops: &skel.maps.drops },
+            &ctx,
+            |data| decoder.decode(data),
+            || drop(links.take()),
+            |batch, stopping| {
+                // Assembly and the ssh-address lookup (a /proc read, once per session) run here, outside the callback.
+                let mut emit = |ev| {
                     ctx.events.send(ev);
-                });
-            }
-            if stopping {
-                assembler.flush_all(&mut |ev| {
-                    ctx.events.send(ev);
-                });
-            } else {
-                assembler.flush_idle(Timestamp::now(), idle_flush, &mut |ev| {
-                    ctx.events.send(ev);
-                });
-            }
-            if stopping || last_drops.elapsed() >= DROPS_INTERVAL {
-                last_drops = Instant::now();
-                let lost = drops.delta(&skel);
-                if lost > 0 {
-                    ctx.events.count_lost_upstream(lost);
+                };
+                for read in batch {
+                    assembler.push(read, &mut emit);
                 }
-            }
-            if stopping {
-                break;
-            }
-        }
-        drop(ring);
+                if stopping {
+                    assembler.flush_all(&mut emit);
+                } else {
+                    assembler.flush_idle(Timestamp::now(), idle_flush, &mut emit);
+                }
+            },
+        )?;
         drop(skel);
         tracing::debug!(backend = NAME, "detached");
         Ok(())
@@ -436,16 +346,15 @@ impl Decoder {
             euid: ev.euid,
             gid: ev.gid,
             session_id: ev.session_id,
-            tty: tty_name(ev.tty_major, ev.tty_minor),
+            tty: tty(ev.tty_major, ev.tty_minor),
             comm: cstr(&id.comm),
             start_ticks: ticks_from_boot_ns(id.start_ns),
             ..Default::default()
         };
         p.guid = process_guid(p.pid, p.start_ticks);
         p.start_time = start_time_from_ticks(p.start_ticks);
-        let ns = i128::from(ev.hdr.ktime) + self.realtime_offset_ns;
         Ok(TtyRead {
-            at: Timestamp(u64::try_from(ns.max(0)).unwrap_or(u64::MAX)),
+            at: wall_time(ev.hdr.ktime, self.realtime_offset_ns),
             process: p,
             tty_major: ev.tty_major,
             tty_minor: ev.tty_minor,
@@ -455,11 +364,6 @@ impl Decoder {
             data: tail.to_vec(),
         })
     }
-}
-
-fn cstr(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 fn backend() -> Backend {
@@ -575,33 +479,6 @@ fn ssh_client_from_environ(environ: &[u8]) -> Option<String> {
         let port: u16 = parts.next()?.parse().ok()?;
         Some(std::net::SocketAddr::new(ip, port).to_string())
     })
-}
-
-// --- drops --------------------------------------------------------------------------------------------------------
-
-/// Sums the per-CPU `drops` counter; reports what is new since the last call.
-#[derive(Debug, Default)]
-struct DropCounter {
-    reported: u64,
-}
-
-impl DropCounter {
-    fn delta(&mut self, skel: &TtySkel<'_>) -> u64 {
-        let total = match skel.maps.drops.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
-            Ok(Some(per_cpu)) => per_cpu
-                .iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
-                .sum::<u64>(),
-            Ok(None) => 0,
-            Err(e) => {
-                tracing::debug!(backend = NAME, error = %e, "reading drops failed");
-                return 0;
-            }
-        };
-        let delta = total.saturating_sub(self.reported);
-        self.reported = total;
-        delta
-    }
 }
 
 #[cfg(test)]
