@@ -9,10 +9,9 @@
  * - tp_btf/inet_sock_set_state (4.16+): every TCP state change. Some changes
  *   run in softirq (ESTABLISHED on a SYN-ACK or final ACK, CLOSE after FIN),
  *   where the current task is not the socket's owner; so attribution comes
- *   from the `sk_owner` socket storage (5.2+; from tracing programs 5.11+),
- *   filled in process context at connect() and listen().
- * - cgroup/sock_create (4.10+): socket() of a UDP socket (and of a TCP one
- *   below the cgroup2 root) in the cgroup, in the caller's context.
+ *   from `sock_owner`, keyed by socket cookie and filled in process context.
+ * - cgroup/sock_create, cgroup/sock_release (5.9+): socket() and the last
+ *   close() of every inet socket in the cgroup, in the caller's context.
  * - cgroup/connect4/6, cgroup/sendmsg4/6 (4.17/4.18+): UDP connect(2) and
  *   unconnected UDP sends, in the caller's context, with the destination.
  * - cgroup_skb/egress, cgroup_skb/ingress (4.10+): the DNS packets (UDP or TCP
@@ -51,21 +50,15 @@ const struct conn_event *_conn_event __attribute__((unused));
 const struct dns_event *_dns_event __attribute__((unused));
 const struct sock_owner *_sock_owner __attribute__((unused));
 
-/*
- * Socket -> owner, kept in the socket itself: no key to compute (no cookie),
- * a lookup is a walk of the socket's one or two storages, and it is freed with
- * the socket (no sock_release hook, nothing to leak). BPF_F_CLONE copies a
- * listener's owner into every child the kernel clones from it, so an accept
- * needs no lookup by port.
- */
+/* Socket cookie -> owner. LRU: a socket whose release was missed cannot leak an entry forever. */
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
-	__type(key, int);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
 	__type(value, struct sock_owner);
-} sk_owner SEC(".maps");
+} sock_owner SEC(".maps");
 
-/* Listening port -> owner, only for listeners that predate the agent (seeded from /proc; they have no storage). */
+/* Listening port -> the listener's owner, for its children (accepted sockets are created in softirq). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
@@ -87,9 +80,9 @@ static __always_inline __u32 current_tgid(void)
 }
 
 /*
- * The calling task as a socket's owner (identity only; established_ns and
- * flags are the caller's). bpf_get_current_task_btf() gives a BTF pointer, so
- * the fields are plain loads, no bpf_probe_read_kernel per field.
+ * The calling task as a socket owner. bpf_get_current_task_btf() gives a BTF
+ * pointer, so the fields are plain loads (no bpf_probe_read_kernel per field):
+ * this runs at every socket() in the cgroup.
  */
 static __always_inline void owner_from_current(struct sock_owner *o)
 {
@@ -108,14 +101,12 @@ static __always_inline void owner_from_current(struct sock_owner *o)
 	o->euid = cred->euid.val;
 	o->gid = cred->gid.val;
 	o->cgroup_id = bpf_get_current_cgroup_id();
+	o->established_ns = 0;
+	o->flags = 0;
+	__builtin_memset(o->_pad, 0, sizeof(o->_pad));
 }
 
-static __always_inline struct sock_owner *owner_of(const struct sock *sk)
-{
-	return bpf_sk_storage_get(&sk_owner, (void *)sk, 0, 0);
-}
-
-/* Header, process and zeroed counters of a conn_event at `now`; flags are added to hdr.flags. */
+/* Header at `now`, process and zeroed counters of a conn_event; flags are added to hdr.flags. */
 static __always_inline void conn_init(struct conn_event *e, const struct sock_owner *o, __u8 activity, __u8 flags,
 				      __u64 now)
 {
@@ -143,6 +134,8 @@ static __always_inline void conn_init(struct conn_event *e, const struct sock_ow
 	e->duration_ns = 0;
 	e->activity = activity;
 	e->error = 0;
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
 }
 
 /*
@@ -162,12 +155,8 @@ static __always_inline void conn_tuple_sk(struct conn_event *e, const struct soc
 		__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
 		__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 	} else {
-		__u32 *s = (__u32 *)e->saddr, *d = (__u32 *)e->daddr;
-
-		s[0] = sk->__sk_common.skc_rcv_saddr;
-		d[0] = sk->__sk_common.skc_daddr;
-		s[1] = s[2] = s[3] = 0;
-		d[1] = d[2] = d[3] = 0;
+		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
 	}
 }
 
@@ -217,23 +206,34 @@ static __always_inline void emit_tcp(const struct sock *sk, const struct sock_ow
 }
 
 /*
- * The owner of a socket at connect() or listen(), in the caller's context:
- * refreshed to the calling thread when another one acts (fd passing, fork).
- * At the cgroup2 root (report_unowned) the storage is created here, so a TCP
- * socket() costs nothing; below the root only sockets created in the cgroup
- * (mon_sk_new) have one. NULL for sockets not monitored.
+ * The owner of a socket at a state change made by its process (connect,
+ * listen, close/shutdown): refreshed to the calling task, which may differ
+ * from the creator (fd passing, fork). A socket not created under the cgroup
+ * is adopted only with report_unowned.
  */
-static __always_inline struct sock_owner *owner_in_process_context(const struct sock *sk, __u64 pid_tgid)
+static __always_inline struct sock_owner *owner_in_process_context(__u64 cookie)
 {
-	struct sock_owner *o =
-		bpf_sk_storage_get(&sk_owner, (void *)sk, 0, report_unowned ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	struct sock_owner *o = bpf_map_lookup_elem(&sock_owner, &cookie);
+	struct sock_owner fresh;
 
-	if (!o)
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if ((pid_tgid >> 32) == agent_tgid)
 		return NULL;
-	/* The usual case below the root, connect() by the thread that created the socket: nothing to refresh. */
-	if (o->id.tid != (__u32)pid_tgid || o->id.pid != (pid_tgid >> 32))
-		owner_from_current(o);
-	return o;
+	if (!o && !report_unowned)
+		return NULL;
+	/* The usual case, connect() or listen() by the thread that created the socket: nothing to refresh. */
+	if (o && o->id.tid == (__u32)pid_tgid && o->id.pid == (pid_tgid >> 32))
+		return o;
+	owner_from_current(&fresh);
+	if (o) {
+		fresh.established_ns = o->established_ns;
+		fresh.flags = o->flags;
+	} else {
+		fresh.flags = RW_NET_F_NO_START;
+	}
+	bpf_map_update_elem(&sock_owner, &cookie, &fresh, BPF_ANY);
+	return bpf_map_lookup_elem(&sock_owner, &cookie);
 }
 
 static __always_inline void listen_key_of(struct listen_key *k, const struct sock *sk)
@@ -243,53 +243,43 @@ static __always_inline void listen_key_of(struct listen_key *k, const struct soc
 	k->_pad = 0;
 }
 
-/*
- * A listener's child reached ESTABLISHED (softirq). Its storage is the
- * listener's, cloned by the kernel; a child of a listener that predates the
- * agent gets one here from the seeded `listen_owner`, or none (unattributed).
- */
-static __always_inline void on_accepted(const struct sock *sk, int oldstate)
+/* A listener's child reached ESTABLISHED (softirq): owned by whoever listens on its port. */
+static __always_inline void on_accepted(const struct sock *sk, __u64 cookie, int oldstate)
 {
-	struct sock_owner *o = owner_of(sk);
-	__u64 now;
+	struct listen_key k;
+	struct sock_owner *listener, child;
 
-	if (!o) {
-		struct sock_owner *listener;
-		struct listen_key k;
-
-		listen_key_of(&k, sk);
-		listener = bpf_map_lookup_elem(&listen_owner, &k);
-		if (!listener && !report_unowned)
-			return;
-		o = bpf_sk_storage_get(&sk_owner, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (!o)
-			return;
-		if (listener)
-			*o = *listener;
-		else
-			o->flags = RW_NET_F_UNATTRIBUTED;
-	}
-	if (o->flags & RW_NET_F_IGNORED)
+	listen_key_of(&k, sk);
+	listener = bpf_map_lookup_elem(&listen_owner, &k);
+	if (!listener && !report_unowned)
 		return;
-	now = bpf_ktime_get_boot_ns();
-	o->established_ns = now;
-	o->flags = RW_NET_F_INBOUND | (o->flags & RW_NET_F_UNATTRIBUTED);
-	emit_tcp(sk, o->flags & RW_NET_F_UNATTRIBUTED ? NULL : o, RW_NET_ACCEPT, RW_NET_F_INBOUND, oldstate, now);
+	if (listener) {
+		child = *listener;
+	} else {
+		__builtin_memset(&child, 0, sizeof(child));
+		child.flags = RW_NET_F_UNATTRIBUTED;
+	}
+	child.established_ns = bpf_ktime_get_boot_ns();
+	child.flags |= RW_NET_F_INBOUND;
+	child.flags &= ~RW_NET_F_NO_START;
+	bpf_map_update_elem(&sock_owner, &cookie, &child, BPF_ANY);
+	emit_tcp(sk, listener, RW_NET_ACCEPT, RW_NET_F_INBOUND, oldstate, child.established_ns);
 }
 
 /*
- * Every TCP state change, about ten per connection: the transitions that are
- * not reported leave on the first instructions, before any helper call.
- * Process context: CLOSE->SYN_SENT (connect), CLOSE->LISTEN (listen),
- * ESTABLISHED->FIN_WAIT1 and CLOSE_WAIT->LAST_ACK (close/shutdown). Usually
- * softirq: SYN_SENT->ESTABLISHED, SYN_RECV->ESTABLISHED, *->CLOSE.
+ * Every TCP state change, about ten per connection: the ones not reported
+ * leave on the first compare, before any helper call. Process context:
+ * CLOSE->SYN_SENT (connect), CLOSE->LISTEN (listen), ESTABLISHED->FIN_WAIT1
+ * and CLOSE_WAIT->LAST_ACK (close/shutdown). Usually softirq:
+ * SYN_SENT->ESTABLISHED, SYN_RECV->ESTABLISHED, *->CLOSE.
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(mon_state, const struct sock *sk, const int oldstate, const int newstate)
 {
+	__u64 cookie;
 	struct sock_owner *o;
-	__u64 pid_tgid, now;
 
+	/* Most transitions (SYN_RECV, FIN_WAIT2, CLOSE_WAIT, TIME_WAIT...) tell nothing new: leave before any lookup. */
 	switch (newstate) {
 	case TCP_SYN_SENT:
 	case TCP_LISTEN:
@@ -306,64 +296,46 @@ int BPF_PROG(mon_state, const struct sock *sk, const int oldstate, const int new
 	}
 	if (sk->sk_protocol != RW_IPPROTO_TCP)
 		return 0;
+	cookie = bpf_get_socket_cookie((void *)sk);
 
 	switch (newstate) {
 	case TCP_SYN_SENT:
-		pid_tgid = bpf_get_current_pid_tgid();
-		if ((pid_tgid >> 32) == agent_tgid)
-			return 0;
-		o = owner_in_process_context(sk, pid_tgid);
-		if (o) {
-			o->established_ns = 0;
+		o = owner_in_process_context(cookie);
+		if (o)
 			o->flags = RW_NET_F_OUTBOUND;
-		}
 		return 0;
-	case TCP_LISTEN:
-		pid_tgid = bpf_get_current_pid_tgid();
-		if ((pid_tgid >> 32) == agent_tgid) {
-			/* Marked, so that the children (cloned storage) of the agent's listeners are skipped too. */
-			o = bpf_sk_storage_get(&sk_owner, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-			if (o)
-				o->flags = RW_NET_F_IGNORED;
-			return 0;
-		}
-		o = owner_in_process_context(sk, pid_tgid);
+	case TCP_LISTEN: {
+		struct listen_key k;
+
+		o = owner_in_process_context(cookie);
 		if (!o)
 			return 0;
-		o->established_ns = 0;
-		o->flags = 0;
+		listen_key_of(&k, sk);
+		bpf_map_update_elem(&listen_owner, &k, o, BPF_ANY);
 		emit_tcp(sk, o, RW_NET_LISTEN, 0, oldstate, bpf_ktime_get_boot_ns());
 		return 0;
+	}
 	case TCP_FIN_WAIT1:
 	case TCP_LAST_ACK:
-		/* Only adopts a socket that predates the agent (no storage); known owners stay as they are. */
-		if (owner_of(sk))
-			return 0;
-		pid_tgid = bpf_get_current_pid_tgid();
-		if ((pid_tgid >> 32) == agent_tgid)
-			return 0;
-		o = owner_in_process_context(sk, pid_tgid);
-		if (o) {
-			o->established_ns = 0;
-			o->flags = RW_NET_F_NO_START;
-		}
+		/* Only adopts a socket that predates the agent; known owners stay as they are. */
+		if (report_unowned && !bpf_map_lookup_elem(&sock_owner, &cookie))
+			owner_in_process_context(cookie);
 		return 0;
 	case TCP_ESTABLISHED:
 		if (oldstate == TCP_SYN_RECV) {
-			on_accepted(sk, oldstate);
+			on_accepted(sk, cookie, oldstate);
 			return 0;
 		}
-		o = owner_of(sk);
-		if (!o || (o->flags & RW_NET_F_IGNORED))
+		o = bpf_map_lookup_elem(&sock_owner, &cookie);
+		if (!o)
 			return 0;
-		now = bpf_ktime_get_boot_ns();
-		o->established_ns = now;
+		o->established_ns = bpf_ktime_get_boot_ns();
 		o->flags = RW_NET_F_OUTBOUND;
-		emit_tcp(sk, o, RW_NET_CONNECT, RW_NET_F_OUTBOUND, oldstate, now);
+		emit_tcp(sk, o, RW_NET_CONNECT, RW_NET_F_OUTBOUND, oldstate, o->established_ns);
 		return 0;
 	case TCP_CLOSE:
-		o = owner_of(sk);
-		if (!o || (o->flags & RW_NET_F_IGNORED))
+		o = bpf_map_lookup_elem(&sock_owner, &cookie);
+		if (!o)
 			return 0;
 		if (oldstate == TCP_SYN_SENT)
 			emit_tcp(sk, o, RW_NET_CONNECT, RW_NET_F_OUTBOUND | RW_NET_F_REFUSED, oldstate,
@@ -372,7 +344,12 @@ int BPF_PROG(mon_state, const struct sock *sk, const int oldstate, const int new
 			emit_tcp(sk, o, RW_NET_CLOSE,
 				 o->flags & (RW_NET_F_INBOUND | RW_NET_F_OUTBOUND | RW_NET_F_NO_START), oldstate,
 				 bpf_ktime_get_boot_ns());
-		/* The socket may connect or listen again; its storage is freed with it otherwise. */
+		if (!sk->sk_socket) {
+			/* Closed by its process already (mon_sk_free kept the entry for this moment): forget it. */
+			bpf_map_delete_elem(&sock_owner, &cookie);
+			return 0;
+		}
+		/* The socket may connect or listen again: the next process-context change re-reads the owner. */
 		o->established_ns = 0;
 		o->flags = 0;
 		return 0;
@@ -381,25 +358,37 @@ int BPF_PROG(mon_state, const struct sock *sk, const int oldstate, const int new
 	}
 }
 
-/*
- * socket(2) in the cgroup: the caller owns it. UDP always (DNS answers arrive
- * in softirq); TCP only below the cgroup2 root, where this is what scopes the
- * tracepoint to the cgroup. At the root a TCP owner is taken at connect() or
- * listen() instead, so the common socket() costs no storage.
- */
+/* socket(2) of a TCP or UDP socket in the cgroup: the caller owns it. */
 SEC("cgroup/sock_create")
 int mon_sk_new(struct bpf_sock *ctx)
 {
-	struct sock_owner *o;
-	__u32 protocol = ctx->protocol;
+	struct sock_owner o;
+	__u64 cookie;
 
-	if (protocol != RW_IPPROTO_UDP && (protocol != RW_IPPROTO_TCP || report_unowned))
+	if (ctx->protocol != RW_IPPROTO_TCP && ctx->protocol != RW_IPPROTO_UDP)
 		return 1;
 	if (current_tgid() == agent_tgid)
 		return 1;
-	o = bpf_sk_storage_get(&sk_owner, ctx, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (o)
-		owner_from_current(o);
+	cookie = bpf_get_socket_cookie(ctx);
+	owner_from_current(&o);
+	bpf_map_update_elem(&sock_owner, &cookie, &o, BPF_ANY);
+	return 1;
+}
+
+/*
+ * The process closed the socket: forget its owner, except for a TCP socket
+ * still closing (FIN_WAIT*, LAST_ACK...), whose close is reported when it
+ * reaches CLOSE later, in softirq; mon_state forgets it then.
+ */
+SEC("cgroup/sock_release")
+int mon_sk_free(struct bpf_sock *ctx)
+{
+	__u64 cookie;
+
+	if (ctx->protocol == RW_IPPROTO_TCP && ctx->state != BPF_TCP_CLOSE)
+		return 1;
+	cookie = bpf_get_socket_cookie(ctx);
+	bpf_map_delete_elem(&sock_owner, &cookie);
 	return 1;
 }
 
@@ -415,8 +404,6 @@ static __always_inline void emit_udp(struct bpf_sock_addr *ctx, __u8 activity, _
 	if (!e)
 		return;
 	conn_init(e, &o, activity, RW_NET_F_OUTBOUND, bpf_ktime_get_boot_ns());
-	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
-	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
 	e->family = family;
 	e->protocol = RW_IPPROTO_UDP;
 	e->dport = bpf_ntohs((__u16)ctx->user_port);
@@ -517,23 +504,25 @@ static __always_inline void dns_capture(struct __sk_buff *skb, __u8 direction)
 	__u32 l4, off, len;
 	__u16 ports[2], family;
 	__u8 saddr[16] = {}, daddr[16] = {};
-	struct sock_owner *o = NULL;
-	struct bpf_sock *sk;
+	struct sock_owner *o;
 	struct dns_event *e;
+	__u64 cookie;
+	struct bpf_sock *sk;
 	/* remote_port holds the port in network order in its upper 16 bits. */
 	__u16 remote_port = bpf_ntohs(skb->remote_port >> 16);
 
 	/*
 	 * This runs for every packet of the cgroup, so the usual case leaves on
 	 * the socket's ports, without touching the packet or calling a helper: a
-	 * connected socket (TCP, connected UDP) has both, a TCP listener its own.
-	 * Only an unconnected UDP socket (sendto) needs the packet's ports.
+	 * connected socket (TCP, connected UDP) has both, a TCP listener its own
+	 * (its handshake packets pass here with it). Only an unconnected UDP
+	 * socket (sendto) needs the packet's ports.
 	 */
 	if (skb->local_port != dns_port && remote_port != dns_port) {
 		if (remote_port)
 			return;
 		sk = skb->sk;
-		if (!sk || sk->protocol != RW_IPPROTO_UDP)
+		if (!sk || sk->state == BPF_TCP_LISTEN)
 			return;
 	}
 	if (bpf_skb_load_bytes(skb, 0, &first, 1))
@@ -588,12 +577,9 @@ static __always_inline void dns_capture(struct __sk_buff *skb, __u8 direction)
 	if (!e)
 		return;
 	rw_hdr_init(&e->hdr, RW_KIND_NET_DNS, sizeof(*e));
-	sk = skb->sk;
-	if (sk)
-		sk = bpf_sk_fullsock(sk);
-	if (sk)
-		o = bpf_sk_storage_get(&sk_owner, sk, 0, 0);
-	if (o && !(o->flags & RW_NET_F_UNATTRIBUTED)) {
+	cookie = bpf_get_socket_cookie(skb);
+	o = bpf_map_lookup_elem(&sock_owner, &cookie);
+	if (o) {
 		e->id = o->id;
 		e->cgroup_id = o->cgroup_id;
 		e->uid = o->uid;

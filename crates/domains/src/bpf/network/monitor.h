@@ -31,7 +31,6 @@
 #define RW_NET_F_INBOUND 0x04 /* the peer initiated (accept, and close of an accepted socket) */
 #define RW_NET_F_OUTBOUND 0x08 /* this host initiated */
 #define RW_NET_F_NO_START 0x10 /* close of a socket adopted after it was established: no duration */
-#define RW_NET_F_IGNORED 0x20 /* sock_owner only: the agent's own socket (and its listener's children) */
 
 /* dns_event.direction */
 #define RW_DNS_EGRESS 1
@@ -46,10 +45,9 @@
 #define RW_IPPROTO_UDP 17
 
 /*
- * Who owns a socket: the process that connected or listened with it (both run
- * in the caller's context), or that created it (cgroup/sock_create: UDP, and
- * TCP when attached below the cgroup2 root). Value of the `sk_owner` socket
- * storage (a listener's is cloned into its children) and of `listen_owner`.
+ * Who owns a socket: the process that created it (cgroup/sock_create), or
+ * the one that last connected or listened with it (both run in the caller's
+ * context). Value of `sock_owner` (key: socket cookie) and `listen_owner`.
  */
 struct sock_owner {
 	struct rw_proc_id id;
@@ -58,16 +56,12 @@ struct sock_owner {
 	__u32 uid;
 	__u32 euid;
 	__u32 gid;
-	__u8 flags; /* RW_NET_F_INBOUND / _OUTBOUND / _UNATTRIBUTED / _NO_START / _IGNORED */
+	__u8 flags; /* RW_NET_F_INBOUND / RW_NET_F_OUTBOUND / RW_NET_F_UNATTRIBUTED / RW_NET_F_NO_START */
 	__u8 _pad[3];
 };
 _Static_assert(sizeof(struct sock_owner) == 72, "sock_owner layout changed: update the Rust asserts");
 
-/*
- * `listen_owner` key: a listening port in one network namespace. Only for
- * listeners that predate the agent (seeded from /proc by user space): the
- * others pass their owner to their children through the cloned socket storage.
- */
+/* `listen_owner` key: a listening port in one network namespace (children of the listener share its port). */
 struct listen_key {
 	__u32 netns; /* network namespace inode number */
 	__u16 port; /* host byte order */

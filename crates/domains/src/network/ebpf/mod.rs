@@ -8,25 +8,23 @@
 //!   SYN_SENT socket closes: refused, unreachable, timed out), accepts when a listener's child is ESTABLISHED,
 //!   `listen` at LISTEN, `close` when an established socket reaches CLOSE, with `bytes_out` = `tcp_sock.bytes_acked`,
 //!   `bytes_in` = `tcp_sock.bytes_received` and the time since ESTABLISHED.
-//! - cgroup `sock_create`, `connect4/6`, `sendmsg4/6` and `cgroup_skb` ingress/egress, attached to
+//! - cgroup `sock_create` / `sock_release`, `connect4/6`, `sendmsg4/6` and `cgroup_skb` ingress/egress, attached to
 //!   [`NetworkEbpfConfig::cgroup`] (default: the cgroup2 root, i.e. every process).
 //!
 //! # Attribution
 //!
 //! Several TCP transitions run in softirq (ESTABLISHED on the SYN-ACK, the final CLOSE), where the current task is
-//! whoever the CPU interrupted. So the owner is recorded in process context, in a socket-local storage
-//! (`BPF_MAP_TYPE_SK_STORAGE`, freed with the socket): at `connect()` (CLOSE→SYN_SENT) and `listen()`
-//! (CLOSE→LISTEN), which run in the caller; below the cgroup2 root also at `socket()` (`sock_create`), which is
-//! what limits the tracepoint to the cgroup's sockets. An accepted socket is created in softirq; the kernel clones
-//! the listener's storage into it, so it names the process that listened. UDP sockets get theirs at `socket()`,
-//! and DNS packets are attributed through their socket's storage.
+//! whoever the CPU interrupted. So the owner is recorded in process context, keyed by socket cookie: at `socket()`
+//! (`sock_create`), refreshed at `connect()` (CLOSE→SYN_SENT) and `listen()` (CLOSE→LISTEN), which run in the
+//! caller. An accepted socket is created in softirq, so it is attributed to the process that listens on its port
+//! (per network namespace). DNS packets are attributed through their socket's cookie the same way.
 //!
 //! # Cost
 //!
 //! About ten state changes per TCP connection run `mon_state`; the ones not reported leave on the first compare.
 //! The `cgroup_skb` programs run for every packet and leave on the socket's ports unless one is 53 (only an
 //! unconnected UDP socket needs the packet read). Records go out with batched wakeups. docs/network.md has the
-//! measured per-program costs.
+//! measured costs (and why socket-local storage was not used: its allocation per socket costs more than the hash).
 //!
 //! # What it cannot see or tell
 //!
@@ -35,9 +33,9 @@
 //!   listens or closes them (`close` then has no duration). An accept whose listener is still unknown (its process
 //!   could not be read at start) is reported **unattributed** (no process, `process.partial`). Below the root,
 //!   only sockets created inside the cgroup are reported.
-//! - Several processes sharing one listening socket (pre-fork servers): `accept` names the one that called
-//!   listen(), not necessarily the one that called accept(2) (with SO_REUSEPORT each listener names its own). A
-//!   socket passed to another process keeps its owner until the receiver connects or listens with it.
+//! - Several processes sharing a listening port (SO_REUSEPORT, pre-fork servers): `accept` names the one that
+//!   listened last, not necessarily the one that called accept(2). A socket passed to another process keeps its
+//!   creator until the receiver connects or listens with it.
 //! - UDP: `send` only for sends that name a destination (sendto/sendmsg on an unconnected socket), once per socket
 //!   and destination per `udp_repeat`; a connected UDP socket is one `connect`, its send(2)s are not counted. No
 //!   UDP bytes, no UDP `close`. The source port of a UDP `connect` is 0 when the socket was not yet bound.
@@ -97,9 +95,10 @@ use skel::{MonitorSkel, MonitorSkelBuilder};
 pub const NAME: &str = "network/ebpf";
 
 /// Kernel program names (bpftool shows them; tests check they are gone after shutdown).
-pub const PROGRAM_NAMES: [&str; 8] = [
+pub const PROGRAM_NAMES: [&str; 9] = [
     "mon_state",
     "mon_sk_new",
+    "mon_sk_free",
     "mon_connect4",
     "mon_connect6",
     "mon_sendmsg4",
@@ -236,10 +235,10 @@ impl NetworkEbpf {
         };
         let fd = cgroup_dir.as_raw_fd();
         let p = &skel.progs;
-        // Below the root, owners are taken by sock_create: attached before the tracepoint that reads them.
-        for prog in [&p.mon_sk_new, &p.mon_connect4, &p.mon_connect6, &p.mon_sendmsg4, &p.mon_sendmsg6]
+        // The owner map is filled by sock_create before the tracepoint looks at it.
+        for prog in [&p.mon_sk_new, &p.mon_sk_free, &p.mon_connect4, &p.mon_connect6, &p.mon_sendmsg4]
             .into_iter()
-            .chain([&p.mon_dns_out, &p.mon_dns_in])
+            .chain([&p.mon_sendmsg6, &p.mon_dns_out, &p.mon_dns_in])
         {
             links.push(attach(prog, Some(fd))?);
         }
