@@ -1,87 +1,42 @@
 //! Keystrokes through the real binary: `ringwatch run` with a policy that enables keystrokes records what is typed
-//! into a pty-driven bash (exact line, enriched user), announces it, and keeps a `read -s` password out of the JSON
-//! and the store; without such a policy no keystroke backend starts; `ringwatch session -- bash` records in user
+//! into a pty-driven bash (exact line, enriched user), announces it, keeps a `read -s` password out of the JSON
+//! and the store, and alerts on a DLP pattern with the match masked everywhere; without such a policy no keystroke backend starts; `ringwatch session -- bash` records in user
 //! mode and exits with the command's status. Needs root; skips when the kernel backend cannot run.
 
 mod common;
+#[path = "../../domains/tests/common/pty_driver.rs"]
+mod pty_driver;
 
 use std::fs;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Agent, backend_available, read_events, ringwatch, temp_dir};
-use ringwatch_domains::keystroke::pty::PtyChild;
+use pty_driver::PtyDriver;
 use serde_json::Value;
 
 const PASSWORD: &str = "Pa55-e2e-Secret-w0rd";
+/// A test card number (the Visa test PAN) for the DLP pattern.
+const CARD: &str = "4111111111111111";
 
-/// A command on a pty the test owns, its output drained by a thread.
-struct Driven {
-    pty: PtyChild,
-    output: Arc<Mutex<Vec<u8>>>,
+/// An interactive bash with a clean rc on a pty the test owns.
+fn bash() -> PtyDriver {
+    let mut cmd = Command::new("bash");
+    cmd.args(["--norc", "--noprofile", "-i"]);
+    PtyDriver::start(&mut cmd)
 }
 
-impl Driven {
-    fn start(mut cmd: Command) -> Driven {
-        cmd.env("PS1", "ready$ ").env("HISTFILE", "/dev/null").env("TERM", "xterm");
-        let pty = PtyChild::spawn(&mut cmd, None).expect("command on a pty");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let mut master = pty.master.try_clone().expect("clone master");
-        let sink = output.clone();
-        thread::spawn(move || {
-            let mut buf = [0u8; 16 * 1024];
-            while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().expect("output lock").extend_from_slice(&buf[..n]);
-            }
-        });
-        let driven = Driven { pty, output };
-        driven.wait_output("ready$ ", 1);
-        driven
-    }
-
-    fn bash() -> Driven {
-        let mut cmd = Command::new("bash");
-        cmd.args(["--norc", "--noprofile", "-i"]);
-        Driven::start(cmd)
-    }
-
-    fn type_keys(&self, text: &str) {
-        let mut master = &self.pty.master;
-        for b in text.as_bytes() {
-            master.write_all(&[*b]).expect("type a key");
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn wait_output(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = String::from_utf8_lossy(&self.output.lock().expect("output lock")).into_owned();
-            if out.matches(needle).count() >= count {
-                return;
-            }
-            assert!(Instant::now() < deadline, "waited for {needle:?} x{count}; output so far: {out}");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Types a command, then a password at a `read -s` prompt.
-    fn type_command_and_password(&self, marker: &str) {
-        self.type_keys(&format!("echo {marker}\r"));
-        self.wait_output(marker, 2);
-        self.type_keys("read -s -p 'pw: ' pw; echo len-${#pw}\r");
-        self.wait_output("pw: ", 1);
-        thread::sleep(Duration::from_millis(200));
-        self.type_keys(&format!("{PASSWORD}\r"));
-        self.wait_output(&format!("len-{}", PASSWORD.len()), 1);
-    }
+/// Types a command, then a password at a `read -s` prompt.
+fn type_command_and_password(shell: &PtyDriver, marker: &str) {
+    shell.type_keys(&format!("echo {marker}\r"));
+    shell.wait_output(marker, 2);
+    shell.type_keys("read -s -p 'pw: ' pw; echo len-${#pw}\r");
+    shell.wait_output("pw: ", 1);
+    thread::sleep(Duration::from_millis(200));
+    shell.type_keys(&format!("{PASSWORD}\r"));
+    shell.wait_output(&format!("len-{}", PASSWORD.len()), 1);
 }
 
 fn inputs(events: &[Value]) -> Vec<&Value> {
@@ -110,15 +65,35 @@ fn run_with_keystrokes_enabled_records_lines_announces_itself_and_keeps_password
     }
     let dir = temp_dir("keys-e2e");
     let policy = dir.path().join("keys.yaml");
-    fs::write(&policy, "keystrokes:\n  enabled: true\n  idle_flush: 1s\n").expect("write policy");
+    fs::write(
+        &policy,
+        "keystrokes:\n  enabled: true\n  idle_flush: 1s\n  alert_patterns:\n    - { id: card-number, pattern: '4[0-9]{15}' }\n",
+    )
+    .expect("write policy");
     let store = dir.path().join("events.db");
     let stderr_path = dir.path().join("agent.stderr");
-    let agent = RecordingAgent::start(dir.path(), &policy, &store, &stderr_path);
-    let shell = Driven::bash();
+    let agent = Agent::start_with_stderr(
+        dir.path(),
+        &[
+            "--mode",
+            "all=off,keystroke=kernel",
+            "--policy",
+            policy.to_str().expect("utf8"),
+            "--store",
+            store.to_str().expect("utf8"),
+        ],
+        &stderr_path,
+    );
+    let out = agent.out.clone();
+    let shell = bash();
     let tty = shell.pty.tty.clone();
     let bash_pid = shell.pty.child.id();
-    shell.type_command_and_password("hello-ringwatch");
-    agent.wait_for(|e| e["keystroke"]["redacted"] == true && e["keystroke"]["tty"] == tty);
+    type_command_and_password(&shell, "hello-ringwatch");
+    agent.wait_for(Duration::from_secs(5), |e| e["keystroke"]["redacted"] == true && e["keystroke"]["tty"] == tty);
+    // DLP: a card number typed on the command line.
+    shell.type_keys(&format!("echo pay {CARD}\r"));
+    shell.wait_output(&format!("pay {CARD}"), 2);
+    agent.wait_for(Duration::from_secs(5), |e| e["rule"] == "card-number" && e["keystroke"]["tty"] == tty);
     shell.type_keys("exit\r");
     let (status, events) = agent.stop();
     assert!(status.success(), "agent exit: {status}");
@@ -146,73 +121,20 @@ fn run_with_keystrokes_enabled_records_lines_announces_itself_and_keeps_password
     let stderr = fs::read_to_string(&stderr_path).expect("agent stderr");
     assert!(stderr.contains("KEYSTROKE CAPTURE IS ON") && stderr.contains("redacted in the kernel"), "{stderr}");
 
-    // The password is nowhere: not in the JSON lines, not in any file of the store.
-    assert!(!contains(&fs::read(agent_out(dir.path())).expect("out file"), PASSWORD), "password in the JSON");
+    // The DLP line is alerted with the number masked before any sink saw it.
+    let dlp = mine.iter().find(|e| e["rule"] == "card-number").expect("the DLP line");
+    assert_eq!(dlp["action"], "alerted");
+    assert_eq!(dlp["keystroke"]["text"], format!("echo pay {}", "*".repeat(CARD.len())));
+
+    // The password and the card number are nowhere: not in the JSON lines, not in any file of the store.
+    let json = fs::read(&out).expect("out file");
+    assert!(!contains(&json, PASSWORD), "password in the JSON");
+    assert!(!contains(&json, CARD), "card number in the JSON");
     let db = store_bytes(&store);
     assert!(!db.is_empty(), "the store was written");
     assert!(contains(&db, "hello-ringwatch"), "the store holds the typed line (so the search below means something)");
     assert!(!contains(&db, PASSWORD), "password in the store");
-}
-
-fn agent_out(dir: &Path) -> std::path::PathBuf {
-    dir.join("events.jsonl")
-}
-
-/// `ringwatch run --mode all=off,keystroke=kernel --policy P --store S --out DIR/events.jsonl` with its stderr in a
-/// file (the capture notice is checked there).
-struct RecordingAgent {
-    child: std::process::Child,
-    out: std::path::PathBuf,
-}
-
-impl RecordingAgent {
-    fn start(dir: &Path, policy: &Path, store: &Path, stderr: &Path) -> RecordingAgent {
-        let out = agent_out(dir);
-        let child = ringwatch()
-            .args(["run", "--mode", "all=off,keystroke=kernel", "--policy"])
-            .arg(policy)
-            .arg("--store")
-            .arg(store)
-            .arg("--out")
-            .arg(&out)
-            .arg("--hook-socket")
-            .arg(dir.join("hook.sock"))
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(stderr).expect("stderr file"))
-            .spawn()
-            .expect("agent starts");
-        let mut agent = RecordingAgent { child, out };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !read_events(&agent.out).iter().any(|e| e["domain"] == "sensor" && e["sensor"]["component"] == "agent") {
-            assert!(Instant::now() < deadline, "agent did not report start within 30 s");
-            if let Some(status) = agent.child.try_wait().expect("wait") {
-                panic!("agent exited before start: {status}: {}", fs::read_to_string(stderr).unwrap_or_default());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        agent
-    }
-
-    fn wait_for(&self, pred: impl Fn(&Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && !read_events(&self.out).iter().any(&pred) {
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(mut self) -> (std::process::ExitStatus, Vec<Value>) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal agent");
-        let status = self.child.wait().expect("agent exits");
-        (status, read_events(&self.out))
-    }
-}
-
-impl Drop for RecordingAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    assert!(!contains(&db, CARD), "card number in the store");
 }
 
 #[test]
@@ -223,7 +145,7 @@ fn keystroke_capture_is_off_without_a_policy_that_enables_it() {
     let dir = temp_dir("keys-off");
     // Default mode for keystrokes (best), another domain on so the agent has something to run.
     let agent = Agent::start(dir.path(), &["--mode", "file=off,network=off,process=proc_connector"]);
-    let shell = Driven::bash();
+    let shell = bash();
     shell.type_keys("echo not-recorded\r");
     shell.wait_output("not-recorded", 2);
     thread::sleep(Duration::from_millis(500));
@@ -255,8 +177,8 @@ fn session_records_a_pty_session_in_user_mode_and_exits_with_its_status() {
         .arg(&store)
         .args(["--", "bash", "--norc", "--noprofile", "-i"])
         .stdin(Stdio::null());
-    let mut session = Driven::start(cmd);
-    session.type_command_and_password("via-session");
+    let mut session = PtyDriver::start(&mut cmd);
+    type_command_and_password(&session, "via-session");
     session.type_keys("exit 7\r");
     let status = session.pty.child.wait().expect("session exits");
     assert_eq!(status.code(), Some(7), "ringwatch session exits with the command's status");

@@ -2,17 +2,18 @@
 //! `tracing` with the last warnings kept to explain a failed load, libbpf errors mapped to the [`SourceError`]
 //! contract, the clock offset that turns BPF boot-time stamps into wall-clock time, the per-CPU drop counters
 //! every ring-buffer program keeps, and the steps every skeleton-based backend repeats: declaring the generated
-//! skeleton module ([`bpf_skeleton!`]), the `'static` object slot, the BTF/tracefs checks before a tracepoint load,
-//! and the ring-buffer poll loop ([`stream_ring`]).
+//! skeleton module ([`bpf_skeleton!`]), the `'static` object slot, the privilege/BTF/tracefs checks of a tracepoint
+//! backend's probe and start, attaching its programs, and the ring-buffer poll loop ([`stream_ring`]).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use libbpf_rs::{ErrorKind, MapCore, MapFlags, OpenObject, PrintLevel, RingBufferBuilder};
+use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, OpenObject, PrintLevel, ProgramMut, RingBufferBuilder};
 use ringwatch_core::event::Timestamp;
 use ringwatch_core::{Domain, Mode, Probe, SourceContext, SourceError, SourceKind};
 
@@ -69,6 +70,46 @@ pub(crate) fn missing_rodata(backend: &'static str, what: &str) -> SourceError {
         step: "set rodata".into(),
         message: format!("the object has no .rodata section ({what} missing)"),
     }
+}
+
+/// Where tracefs stands for a tracepoint backend's probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tracefs {
+    /// Mounted: the probe can look its tracepoints up.
+    Mounted,
+    /// Not mounted, but its mount point exists: `start` mounts it ([`prepare_tracepoint_load`]).
+    Mountable,
+}
+
+/// What every tracepoint backend's `probe` checks first: privilege, kernel BTF (CO-RE) and tracefs. `Err` says why
+/// the backend cannot run.
+pub(crate) fn tracing_prerequisites() -> Result<Tracefs, String> {
+    if !has_bpf_privilege() {
+        return Err("needs root with CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN)".into());
+    }
+    if !probe::has_kernel_btf() {
+        return Err(format!("no kernel BTF at {} (CO-RE needs it)", probe::VMLINUX_BTF));
+    }
+    if probe::tracefs_mounted() {
+        Ok(Tracefs::Mounted)
+    } else if Path::new(probe::TRACEFS).is_dir() {
+        Ok(Tracefs::Mountable)
+    } else {
+        Err(format!("tracefs unavailable ({} missing)", probe::TRACEFS))
+    }
+}
+
+/// Attaches each program where its section says (tracepoints); the error names the program that failed.
+pub(crate) fn attach_all<'p, 'obj: 'p>(
+    backend: &'static str,
+    progs: impl IntoIterator<Item = &'p ProgramMut<'obj>>,
+) -> Result<Vec<Link>, SourceError> {
+    progs
+        .into_iter()
+        .map(|prog| {
+            prog.attach().map_err(|e| libbpf_error(backend, &format!("attach {}", prog.name().to_string_lossy()), &e))
+        })
+        .collect()
 }
 
 /// What a tracepoint backend's `start` checks and prepares before loading: libbpf's log routed, kernel BTF present
@@ -301,4 +342,26 @@ pub(crate) fn stream_ring<T>(
             return Ok(());
         }
     }
+}
+
+/// Test support for the ring-overflow tests: runs `source` (named `backend`) once with shutdown already requested,
+/// so it drains what its ring holds and stops, and returns its loss counters `(queue_full, lost_upstream,
+/// malformed)` and how many events reached the sink.
+#[cfg(test)]
+pub(crate) fn drain_stopped(
+    source: impl ringwatch_core::Source + 'static,
+    backend: &'static str,
+) -> ((u64, u64, u64), u64) {
+    use ringwatch_core::sink::{MemorySink, Sink};
+    use ringwatch_core::{Pipeline, Shutdown};
+    let pipeline = Pipeline::new(1 << 16);
+    let stats = pipeline.stats();
+    let shutdown = Shutdown::new();
+    shutdown.trigger();
+    let ctx = SourceContext { events: pipeline.sender(backend), shutdown };
+    Box::new(source).run(ctx).expect("run");
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(MemorySink::default())];
+    pipeline.run("h", &mut ringwatch_core::proc_table::ProcessTable::empty(), &mut [], &mut sinks);
+    let losses = stats.losses().get(backend).copied().unwrap_or_default();
+    (losses, stats.written.load(std::sync::atomic::Ordering::Relaxed))
 }

@@ -6,85 +6,30 @@ mod common;
 
 use std::io::{Read, Write};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Running;
+use common::pty_driver::{PROMPT, PtyDriver};
 use ringwatch_core::compiled::KeystrokePlan;
 use ringwatch_core::{Activity, Domain, Event, Mode, SourceKind};
 use ringwatch_domains::keystroke::ebpf::KeystrokeEbpf;
 use ringwatch_domains::keystroke::pty::PtyChild;
 
-/// An interactive bash with a clean rc on a pty the test owns; its output is drained by a thread.
-struct Shell {
-    pty: PtyChild,
-    output: Arc<Mutex<Vec<u8>>>,
+/// An interactive bash with a clean rc on a pty the test owns, with extra environment (e.g. what sshd sets for a
+/// session).
+fn shell_with_env(env: &[(&str, &str)]) -> PtyDriver {
+    let mut cmd = Command::new("bash");
+    cmd.args(["--norc", "--noprofile", "-i"])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .envs(env.iter().copied());
+    PtyDriver::start(&mut cmd)
 }
 
-impl Shell {
-    fn start() -> Shell {
-        Shell::start_with_env(&[])
-    }
-
-    /// A shell with extra environment (e.g. what sshd sets for a session).
-    fn start_with_env(env: &[(&str, &str)]) -> Shell {
-        let mut cmd = Command::new("bash");
-        cmd.args(["--norc", "--noprofile", "-i"])
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("TERM", "xterm")
-            .env("PS1", "ready$ ")
-            .env("HISTFILE", "/dev/null")
-            .envs(env.iter().copied());
-        let pty = PtyChild::spawn(&mut cmd, None).expect("bash on a pty");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let mut master = pty.master.try_clone().expect("clone master");
-        let sink = output.clone();
-        thread::spawn(move || {
-            let mut buf = [0u8; 64 * 1024];
-            while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().expect("output lock").extend_from_slice(&buf[..n]);
-            }
-        });
-        let shell = Shell { pty, output };
-        shell.wait_output("ready$ ", 1);
-        shell
-    }
-
-    fn pid(&self) -> u32 {
-        self.pty.child.id()
-    }
-
-    /// Types `text` one key at a time, as a person (and readline's per-key reads) would.
-    fn type_keys(&self, text: &str) {
-        let mut master = &self.pty.master;
-        for b in text.as_bytes() {
-            master.write_all(&[*b]).expect("type a key");
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Waits until `needle` appeared `count` times in the output.
-    fn wait_output(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = String::from_utf8_lossy(&self.output.lock().expect("output lock")).into_owned();
-            if out.matches(needle).count() >= count {
-                return;
-            }
-            assert!(Instant::now() < deadline, "waited for {needle:?} x{count}; output so far: {out}");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn exit(mut self) {
-        self.type_keys("exit\r");
-        let _ = self.pty.child.wait();
-    }
+/// [`shell_with_env`] with no extra environment.
+fn shell() -> PtyDriver {
+    shell_with_env(&[])
 }
 
 fn start_or_skip(plan: &KeystrokePlan) -> Option<Running> {
@@ -110,7 +55,7 @@ fn inputs_on<'a>(events: &'a [Event], tty: &'a str) -> impl Iterator<Item = &'a 
 #[test]
 fn typed_command_is_one_input_event_with_the_exact_text_and_the_reader() {
     let Some(running) = start_or_skip(&enabled()) else { return };
-    let shell = Shell::start();
+    let shell = shell();
     shell.type_keys("echo hello-ringwatch\r");
     shell.wait_output("hello-ringwatch", 2);
     let tty = shell.pty.tty.clone();
@@ -141,7 +86,7 @@ fn typed_command_is_one_input_event_with_the_exact_text_and_the_reader() {
 #[test]
 fn read_s_password_is_redacted_in_the_kernel_and_never_leaves_it() {
     let Some(running) = start_or_skip(&enabled()) else { return };
-    let shell = Shell::start();
+    let shell = shell();
     let tty = shell.pty.tty.clone();
     shell.type_keys("read -s -p 'pw: ' secret_var; echo got-${#secret_var}\r");
     shell.wait_output("pw: ", 1);
@@ -168,8 +113,8 @@ fn read_s_password_is_redacted_in_the_kernel_and_never_leaves_it() {
 #[test]
 fn two_concurrent_sessions_are_captured_separately() {
     let Some(running) = start_or_skip(&enabled()) else { return };
-    let one = Shell::start();
-    let two = Shell::start();
+    let one = shell();
+    let two = shell();
     // Interleave keys of the two sessions so a shared buffer would mix them.
     let (a, b) = ("echo first-session-aaa\r", "echo second-session-bbb\r");
     for (ka, kb) in a.chars().zip(b.chars().chain(std::iter::repeat('\0'))) {
@@ -205,7 +150,7 @@ fn big_output_to_the_terminal_is_not_input() {
     let big = dir.path().join("big.txt");
     let line = "0123456789abcdefghijklmnopqrstuvwxyz-output-not-input\n";
     std::fs::write(&big, line.repeat(200_000)).expect("write 10 MB");
-    let shell = Shell::start();
+    let shell = shell();
     let tty = shell.pty.tty.clone();
     shell.type_keys(&format!("cat {}; echo cat-done\r", big.display()));
     shell.wait_output("cat-done", 2);
@@ -223,7 +168,7 @@ fn uid_filter_in_the_kernel_skips_other_users() {
     // Capture only a uid nobody here uses: the root shell's input must not appear.
     let plan = KeystrokePlan { uids: vec![64_999], ..enabled() };
     let Some(running) = start_or_skip(&plan) else { return };
-    let shell = Shell::start();
+    let shell = shell();
     let tty = shell.pty.tty.clone();
     shell.type_keys("echo filtered-out\r");
     shell.wait_output("filtered-out", 2);
@@ -235,13 +180,15 @@ fn uid_filter_in_the_kernel_skips_other_users() {
 #[test]
 fn partial_input_is_flushed_after_the_idle_timeout() {
     let Some(running) = start_or_skip(&enabled()) else { return };
-    let shell = Shell::start();
+    let shell = shell();
     let tty = shell.pty.tty.clone();
     shell.type_keys("echo half-typed");
     let flushed = running.wait_for(Duration::from_secs(5), |e| {
         e.keystroke.as_ref().is_some_and(|k| k.tty.as_deref() == Some(tty.as_str()) && k.text == "echo half-typed")
     });
+    // ^C discards the half-typed line; wait for the new prompt so `exit` is not typed into a shell still busy.
     shell.type_keys("\x03");
+    shell.wait_output(PROMPT, 2);
     shell.exit();
     running.stop();
     assert!(flushed.is_some(), "partial line flushed after 500 ms idle");
@@ -284,7 +231,7 @@ fn readv_on_a_terminal_is_captured_too() {
 fn ssh_sessions_carry_the_client_address_from_the_session_environment() {
     let Some(running) = start_or_skip(&enabled()) else { return };
     // What sshd puts in a session's environment (no sshd here: the shell gets the same variable).
-    let shell = Shell::start_with_env(&[("SSH_CONNECTION", "192.0.2.7 50022 192.0.2.1 22")]);
+    let shell = shell_with_env(&[("SSH_CONNECTION", "192.0.2.7 50022 192.0.2.1 22")]);
     let tty = shell.pty.tty.clone();
     shell.type_keys("echo over-ssh\r");
     shell.wait_output("over-ssh", 2);

@@ -53,6 +53,17 @@ pub struct Agent {
 impl Agent {
     /// Starts `ringwatch run --out FILE --hook-socket SOCK [--store off] ARGS...` and waits for its `start` event.
     pub fn start(dir: &Path, args: &[&str]) -> Agent {
+        Self::spawn(dir, args, None, |e| e["domain"] == "sensor" && e["activity"] == "start")
+    }
+
+    /// [`Agent::start`] with the agent's stderr in the file `stderr` (shown when the agent exits before starting),
+    /// waiting for the start event of the agent itself (not only of a source).
+    pub fn start_with_stderr(dir: &Path, args: &[&str], stderr: &Path) -> Agent {
+        Self::spawn(dir, args, Some(stderr), |e| e["domain"] == "sensor" && e["sensor"]["component"] == "agent")
+    }
+
+    /// Spawns the agent and waits up to 30 s for an event that says it `started`.
+    fn spawn(dir: &Path, args: &[&str], stderr: Option<&Path>, started: fn(&Value) -> bool) -> Agent {
         let out = dir.join("events.jsonl");
         let socket = dir.join("hook.sock");
         let child = ringwatch()
@@ -64,17 +75,18 @@ impl Agent {
             .args(if args.contains(&"--store") { &[][..] } else { &["--store", "off"][..] })
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr.map_or_else(Stdio::inherit, |path| fs::File::create(path).expect("stderr file").into()))
             .spawn()
             .expect("agent starts");
         let mut agent = Agent { child, out, socket };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if agent.events().iter().any(|e| e["domain"] == "sensor" && e["activity"] == "start") {
+            if agent.events().iter().any(started) {
                 return agent;
             }
             if let Some(status) = agent.child.try_wait().expect("wait") {
-                panic!("agent exited before start: {status}");
+                let stderr = stderr.map(|path| fs::read_to_string(path).unwrap_or_default()).unwrap_or_default();
+                panic!("agent exited before start: {status}: {stderr}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -39,7 +39,6 @@
 //!   (per-CPU `drops`) and reported as `lost_upstream`.
 
 use std::mem::{MaybeUninit, offset_of, size_of};
-use std::path::Path;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject};
@@ -49,8 +48,9 @@ use ringwatch_core::{Activity, Backend, Domain, Event, Mode, Probe, Source, Sour
 
 use crate::kernel_ids::cstr;
 use crate::libbpf_support::{
-    RingMaps, bpf_skeleton, clear_libbpf_warnings, has_bpf_privilege, leaked_object_slot, libbpf_error, load_error,
-    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, wall_time,
+    RingMaps, Tracefs, attach_all, bpf_skeleton, clear_libbpf_warnings, leaked_object_slot, libbpf_error, load_error,
+    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, tracing_prerequisites,
+    wall_time,
 };
 use crate::probe;
 
@@ -177,23 +177,17 @@ impl FileEbpf {
     /// [`FileEbpf::probe`], describing the filter `config` sets.
     pub fn probe_with(config: FileEbpfConfig) -> Probe {
         let unavailable = |why: String| Probe::unavailable(Domain::File, Mode::Kernel, SourceKind::Ebpf, why);
-        if !has_bpf_privilege() {
-            return unavailable("needs root with CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN)".into());
-        }
-        if !probe::has_kernel_btf() {
-            return unavailable(format!("no kernel BTF at {} (CO-RE needs it)", probe::VMLINUX_BTF));
-        }
         let mut note = "";
-        let present = if probe::tracefs_mounted() {
-            match present_syscalls() {
+        let present = match tracing_prerequisites() {
+            Err(why) => return unavailable(why),
+            Ok(Tracefs::Mounted) => match present_syscalls() {
                 Ok(p) => p,
                 Err(why) => return unavailable(why),
+            },
+            Ok(Tracefs::Mountable) => {
+                note = " (tracefs not mounted, start mounts it)";
+                SYSCALLS.iter().map(|s| s.name).collect()
             }
-        } else if Path::new(probe::TRACEFS).is_dir() {
-            note = " (tracefs not mounted, start mounts it)";
-            SYSCALLS.iter().map(|s| s.name).collect()
-        } else {
-            return unavailable(format!("tracefs unavailable ({} missing)", probe::TRACEFS));
         };
         probe_by_loading(Domain::File, describe(&present, config) + note, |storage| {
             open_and_load(storage, config, &present, None).map(drop)
@@ -214,13 +208,7 @@ impl FileEbpf {
             present_syscalls().map_err(|what| SourceError::Unsupported { backend: NAME, what: what.clone() })?;
         BootInfo::get();
         let skel = open_and_load(leaked_object_slot(), config, &present, ring_bytes)?;
-        let mut links = Vec::with_capacity(present.len() * 2);
-        for name in &present {
-            for prog in programs(&skel, name) {
-                let prog_name = prog.name().to_string_lossy().into_owned();
-                links.push(prog.attach().map_err(|e| libbpf_error(NAME, &format!("attach {prog_name}"), &e))?);
-            }
-        }
+        let links = attach_all(NAME, present.iter().flat_map(|name| programs(&skel, name)))?;
         tracing::debug!(backend = NAME, syscalls = ?present, "attached");
         Ok(FileEbpf { links, skel, realtime_offset_ns: realtime_offset_ns(NAME)?, attached: present })
     }
@@ -465,6 +453,7 @@ fn clean_path(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::libbpf_support::has_bpf_privilege;
 
     /// A sample buffer with the 8-byte alignment the ring buffer guarantees.
     #[repr(C, align(8))]

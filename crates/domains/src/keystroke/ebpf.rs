@@ -27,7 +27,6 @@
 
 use std::collections::HashMap;
 use std::mem::{MaybeUninit, offset_of, size_of};
-use std::path::Path;
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -43,8 +42,9 @@ use ringwatch_core::{
 use crate::kernel_ids::{cstr, tty};
 use crate::keystroke::assemble::{Line, Sessions};
 use crate::libbpf_support::{
-    RingMaps, bpf_skeleton, clear_libbpf_warnings, has_bpf_privilege, leaked_object_slot, libbpf_error, load_error,
-    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, wall_time,
+    RingMaps, Tracefs, attach_all, bpf_skeleton, clear_libbpf_warnings, leaked_object_slot, libbpf_error, load_error,
+    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, tracing_prerequisites,
+    wall_time,
 };
 use crate::probe;
 
@@ -122,25 +122,19 @@ impl KeystrokeEbpf {
     /// open + load of the BPF object. Nothing is attached.
     pub fn probe() -> Probe {
         let unavailable = |why: String| Probe::unavailable(Domain::Keystroke, Mode::Kernel, SourceKind::Ebpf, why);
-        if !has_bpf_privilege() {
-            return unavailable("needs root with CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN)".into());
-        }
-        if !probe::has_kernel_btf() {
-            return unavailable(format!("no kernel BTF at {} (CO-RE needs it)", probe::VMLINUX_BTF));
-        }
         let mut tracefs_note = "";
-        if probe::tracefs_mounted() {
-            for tp in ["sys_enter_read", "sys_exit_read", "sys_enter_readv", "sys_exit_readv"] {
-                if !probe::tracepoint_exists("syscalls", tp) {
-                    return unavailable(format!(
-                        "tracepoint syscalls/{tp} not found (kernel without FTRACE_SYSCALLS?)"
-                    ));
+        match tracing_prerequisites() {
+            Err(why) => return unavailable(why),
+            Ok(Tracefs::Mounted) => {
+                for tp in ["sys_enter_read", "sys_exit_read", "sys_enter_readv", "sys_exit_readv"] {
+                    if !probe::tracepoint_exists("syscalls", tp) {
+                        return unavailable(format!(
+                            "tracepoint syscalls/{tp} not found (kernel without FTRACE_SYSCALLS?)"
+                        ));
+                    }
                 }
             }
-        } else if Path::new(probe::TRACEFS).is_dir() {
-            tracefs_note = "; tracefs not mounted, start mounts it";
-        } else {
-            return unavailable(format!("tracefs unavailable ({} missing)", probe::TRACEFS));
+            Ok(Tracefs::Mountable) => tracefs_note = "; tracefs not mounted, start mounts it",
         }
         probe_by_loading(
             Domain::Keystroke,
@@ -189,16 +183,15 @@ impl KeystrokeEbpf {
         {
             map.update(&uid.to_ne_bytes(), &[1u8], MapFlags::ANY).map_err(|e| libbpf_error(NAME, name, &e))?;
         }
-        let mut links = Vec::with_capacity(4);
-        for prog in [
-            &skel.progs.handle_read_enter,
-            &skel.progs.handle_read_exit,
-            &skel.progs.handle_readv_enter,
-            &skel.progs.handle_readv_exit,
-        ] {
-            let name = prog.name().to_string_lossy().into_owned();
-            links.push(prog.attach().map_err(|e| libbpf_error(NAME, &format!("attach {name}"), &e))?);
-        }
+        let links = attach_all(
+            NAME,
+            [
+                &skel.progs.handle_read_enter,
+                &skel.progs.handle_read_exit,
+                &skel.progs.handle_readv_enter,
+                &skel.progs.handle_readv_exit,
+            ],
+        )?;
         let notice = capture_notice(plan);
         tracing::warn!(backend = NAME, "{notice}");
         Ok(KeystrokeEbpf {
@@ -484,6 +477,7 @@ fn ssh_client_from_environ(environ: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::libbpf_support::has_bpf_privilege;
 
     /// A sample buffer with the 8-byte alignment the ring buffer guarantees.
     #[repr(C, align(8))]

@@ -26,7 +26,6 @@
 //!   second on a miss), so a process in a cgroup that is created and removed within that second gets none.
 
 use std::mem::{MaybeUninit, offset_of, size_of};
-use std::path::Path;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
@@ -40,8 +39,9 @@ use ringwatch_core::{
 
 use crate::kernel_ids::{CgroupPaths, cstr, tty};
 use crate::libbpf_support::{
-    RingMaps, bpf_skeleton, clear_libbpf_warnings, has_bpf_privilege, leaked_object_slot, libbpf_error, load_error,
-    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, wall_time,
+    RingMaps, Tracefs, attach_all, bpf_skeleton, clear_libbpf_warnings, leaked_object_slot, libbpf_error, load_error,
+    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, tracing_prerequisites,
+    wall_time,
 };
 use crate::probe;
 
@@ -113,23 +113,17 @@ impl ProcessKernel {
     /// attached and the object is unloaded before returning.
     pub fn probe() -> Probe {
         let unavailable = |why: String| Probe::unavailable(Domain::Process, Mode::Kernel, SourceKind::Ebpf, why);
-        if !has_bpf_privilege() {
-            return unavailable("needs root with CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN)".into());
-        }
-        if !probe::has_kernel_btf() {
-            return unavailable(format!("no kernel BTF at {} (CO-RE needs it)", probe::VMLINUX_BTF));
-        }
         let mut tracefs_note = "";
-        if probe::tracefs_mounted() {
-            for tp in ["sched_process_exec", "sched_process_exit"] {
-                if !probe::tracepoint_exists("sched", tp) {
-                    return unavailable(format!("tracepoint sched/{tp} not found in tracefs"));
+        match tracing_prerequisites() {
+            Err(why) => return unavailable(why),
+            Ok(Tracefs::Mounted) => {
+                for tp in ["sched_process_exec", "sched_process_exit"] {
+                    if !probe::tracepoint_exists("sched", tp) {
+                        return unavailable(format!("tracepoint sched/{tp} not found in tracefs"));
+                    }
                 }
             }
-        } else if Path::new(probe::TRACEFS).is_dir() {
-            tracefs_note = "; tracefs not mounted, start mounts it";
-        } else {
-            return unavailable(format!("tracefs unavailable ({} missing)", probe::TRACEFS));
+            Ok(Tracefs::Mountable) => tracefs_note = "; tracefs not mounted, start mounts it",
         }
         probe_by_loading(
             Domain::Process,
@@ -156,11 +150,7 @@ impl ProcessKernel {
         let kill_entries = KillEntries::compile(kill)?;
         let skel = open_and_load(leaked_object_slot(), ring_bytes)?;
         kill_entries.fill(&skel)?;
-        let mut links = Vec::with_capacity(3);
-        for prog in [&skel.progs.handle_fork, &skel.progs.handle_exec, &skel.progs.handle_exit] {
-            let name = prog.name().to_string_lossy().into_owned();
-            links.push(prog.attach().map_err(|e| libbpf_error(NAME, &format!("attach {name}"), &e))?);
-        }
+        let links = attach_all(NAME, [&skel.progs.handle_fork, &skel.progs.handle_exec, &skel.progs.handle_exit])?;
         tracing::debug!(
             backend = NAME,
             exact = kill_entries.exact.len(),
@@ -442,6 +432,7 @@ fn apply_context(p: &mut Process, id: &types::rw_proc_id, c: &types::rw_proc_ctx
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::libbpf_support::{drain_stopped, has_bpf_privilege};
 
     /// A sample buffer with the 8-byte alignment the ring buffer guarantees.
     #[repr(C, align(8))]
@@ -602,8 +593,6 @@ mod tests {
 
     #[test]
     fn ring_buffer_overflow_is_counted_as_lost_upstream() {
-        use ringwatch_core::sink::{MemorySink, Sink};
-        use ringwatch_core::{Pipeline, Shutdown};
         if !ProcessKernel::probe().available {
             eprintln!("skipping: process/kernel unavailable here");
             return;
@@ -615,19 +604,10 @@ mod tests {
             .status()
             .expect("spawn sh");
         assert!(status.success());
-        let pipeline = Pipeline::new(1 << 16);
-        let stats = pipeline.stats();
-        let shutdown = Shutdown::new();
-        shutdown.trigger();
-        let ctx = SourceContext { events: pipeline.sender(NAME), shutdown };
-        Box::new(source).run(ctx).expect("run");
-        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(MemorySink::default())];
-        pipeline.run("h", &mut ringwatch_core::proc_table::ProcessTable::empty(), &mut [], &mut sinks);
-        let (queue_full, lost, malformed) = stats.losses().get(NAME).copied().unwrap_or_default();
+        let ((queue_full, lost, malformed), written) = drain_stopped(source, NAME);
         assert_eq!((queue_full, malformed), (0, 0));
         // 300 processes make 900 records; at most a few dozen fit.
         assert!(lost >= 600, "overflow counted as lost_upstream: {lost}");
-        let written = stats.written.load(std::sync::atomic::Ordering::Relaxed);
         assert!(written > 0 && written < 300, "what fitted was delivered: {written}");
     }
 

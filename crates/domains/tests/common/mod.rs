@@ -1,10 +1,11 @@
 //! Shared by the backend tests: a source running on its own thread, feeding a pipeline whose only sink keeps
-//! every event in memory; the hook library and the C helpers of `tests/data/`, built once; and the skip checks
-//! every test starts with.
+//! every event in memory; the hook library and the C helpers of `tests/data/`, built once; the skip checks
+//! every test starts with; network namespaces ([`netns`]) and pty-driven shells ([`pty_driver`]).
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod netns;
+pub mod pty_driver;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
