@@ -59,35 +59,24 @@ use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{ErrorKind, Link, MapCore, MapFlags, OpenObject, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 use ringwatch_core::compiled::NetworkPlan;
 use ringwatch_core::guid::BootInfo;
 use ringwatch_core::{Activity, Domain, Event, Mode, Probe, Source, SourceContext, SourceError, SourceKind};
 
 use super::enforce::{EnforceConfig, NetworkEnforcer};
 use crate::libbpf_support::{
-    clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging, libbpf_error, load_error, realtime_offset_ns,
+    RingMaps, attach_all, bpf_skeleton, clear_libbpf_warnings, has_bpf_privilege, install_libbpf_logging,
+    leaked_object_slot, libbpf_error, load_error, missing_rodata, probe_by_loading, realtime_offset_ns, stream_ring,
 };
 use crate::probe;
 use decode::Decoder;
 use dns::NameCache;
 
-// Generated code: not held to the workspace lints.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    unused_qualifications,
-    unsafe_op_in_unsafe_fn,
-    non_camel_case_types
-)]
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/monitor.skel.rs"));
-}
+bpf_skeleton!("monitor.skel.rs");
 
 use skel::{MonitorSkel, MonitorSkelBuilder};
 
@@ -106,12 +95,6 @@ pub const PROGRAM_NAMES: [&str; 9] = [
     "mon_dns_out",
     "mon_dns_in",
 ];
-
-/// Ring-buffer poll timeout: how late a batch below the wakeup threshold is read, and how soon shutdown is noticed.
-const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// How often the per-CPU `drops` counters are summed and reported.
-const DROPS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the monitor watches and what it enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,23 +156,14 @@ impl NetworkEbpf {
         if probe::tracefs_mounted() && !probe::tracepoint_exists("sock", "inet_sock_set_state") {
             return unavailable("tracepoint sock/inet_sock_set_state not found in tracefs".into());
         }
-        install_libbpf_logging();
-        let mut storage = MaybeUninit::uninit();
-        match open_and_load(&mut storage, &NetworkEbpfConfig::default(), true, None) {
-            Ok(skel) => {
-                drop(skel);
-                Probe::ok(
-                    Domain::Network,
-                    Mode::Kernel,
-                    SourceKind::Ebpf,
-                    format!(
-                        "eBPF tp_btf inet_sock_set_state, cgroup sock/connect/sendmsg and cgroup_skb DNS on {}",
-                        root.display()
-                    ),
-                )
-            }
-            Err(e) => unavailable(e.to_string()),
-        }
+        probe_by_loading(
+            Domain::Network,
+            format!(
+                "eBPF tp_btf inet_sock_set_state, cgroup sock/connect/sendmsg and cgroup_skb DNS on {}",
+                root.display()
+            ),
+            |storage| open_and_load(storage, &NetworkEbpfConfig::default(), true, None).map(drop),
+        )
     }
 
     /// Loads the object, attaches the tracepoint and the cgroup programs to `cfg.cgroup`, and starts the
@@ -217,32 +191,25 @@ impl NetworkEbpf {
         })?;
         BootInfo::get();
 
-        // The skeleton borrows its object slot for its whole life and the backend moves between threads, so the
-        // slot (one pointer) is leaked to get a 'static borrow; the object is closed when the skeleton drops.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-        let skel = open_and_load(storage, cfg, at_root, ring_bytes)?;
+        let skel = open_and_load(leaked_object_slot(), cfg, at_root, ring_bytes)?;
         if at_root {
             seed_listeners(&skel);
         }
         let mut links = Vec::with_capacity(PROGRAM_NAMES.len());
-        let attach = |prog: &libbpf_rs::ProgramMut<'_>, cgroup_fd: Option<i32>| {
-            let name = prog.name().to_string_lossy().into_owned();
-            let link = match cgroup_fd {
-                Some(fd) => prog.attach_cgroup(fd),
-                None => prog.attach(),
-            };
-            link.map_err(|e| libbpf_error(NAME, &format!("attach {name}"), &e))
-        };
         let fd = cgroup_dir.as_raw_fd();
+        let attach_cgroup = |prog: &libbpf_rs::ProgramMut<'_>| {
+            prog.attach_cgroup(fd)
+                .map_err(|e| libbpf_error(NAME, &format!("attach {}", prog.name().to_string_lossy()), &e))
+        };
         let p = &skel.progs;
         // The owner map is filled by sock_create before the tracepoint looks at it.
         for prog in [&p.mon_sk_new, &p.mon_sk_free, &p.mon_connect4, &p.mon_connect6, &p.mon_sendmsg4]
             .into_iter()
             .chain([&p.mon_sendmsg6, &p.mon_dns_out, &p.mon_dns_in])
         {
-            links.push(attach(prog, Some(fd))?);
+            links.push(attach_cgroup(prog)?);
         }
-        links.push(attach(&p.mon_state, None)?);
+        links.extend(attach_all(NAME, [&p.mon_state])?);
 
         let enforcer = if cfg.plan.enforces() || cfg.plan.needs_proxy() {
             let enforce_cfg = EnforceConfig::for_cgroup(&cgroup);
@@ -282,11 +249,7 @@ fn open_and_load<'a>(
         open.maps.events.set_max_entries(bytes).map_err(|e| libbpf_error(NAME, "size events", &e))?;
     }
     let Some(rodata) = open.maps.rodata_data.as_deref_mut() else {
-        return Err(SourceError::Failed {
-            backend: NAME,
-            step: "set rodata".into(),
-            message: "the object has no .rodata section (agent_tgid missing)".into(),
-        });
+        return Err(missing_rodata(NAME, "agent_tgid"));
     };
     rodata.agent_tgid = std::process::id();
     rodata.report_unowned = u8::from(at_root);
@@ -343,65 +306,22 @@ fn monitor_loop(
     decoder: Decoder,
     dns_names: usize,
 ) -> Result<(), SourceError> {
-    let pending = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Event>::with_capacity(1024)));
-    let mut builder = RingBufferBuilder::new();
-    {
-        let pending = pending.clone();
-        let sender = ctx.events.clone();
-        // Runs inside consume(): decode into memory only; no I/O, no blocking.
-        builder
-            .add(&skel.maps.events, move |data: &[u8]| {
-                match decoder.decode(data) {
-                    Ok(ev) => pending.borrow_mut().push(ev),
-                    Err(e) => {
-                        tracing::trace!(backend = NAME, error = e, len = data.len(), "malformed sample");
-                        sender.count_malformed();
-                    }
-                }
-                0
-            })
-            .map_err(|e| libbpf_error(NAME, "ring buffer add events", &e))?;
-    }
-    let ring = builder.build().map_err(|e| libbpf_error(NAME, "ring buffer build", &e))?;
     let mut names = NameCache::new(dns_names);
-    let mut reported_drops = 0u64;
-    let mut last_drops = Instant::now();
     let mut links = Some(links);
-    let mut batch = Vec::with_capacity(1024);
-    loop {
-        let stopping = ctx.shutdown.is_triggered();
-        if stopping {
-            // Detach first, then drain: nothing produced before the detach is lost.
-            drop(links.take());
-        } else if let Err(e) = ring.poll(POLL_TIMEOUT)
-            && e.kind() != ErrorKind::Interrupted
-        {
-            return Err(libbpf_error(NAME, "ring buffer poll", &e));
-        }
-        // With BPF_RB_NO_WAKEUP below the threshold, poll may time out with data waiting: always consume.
-        if let Err(e) = ring.consume()
-            && e.kind() != ErrorKind::Interrupted
-        {
-            return Err(libbpf_error(NAME, "ring buffer consume", &e));
-        }
-        std::mem::swap(&mut batch, &mut *pending.borrow_mut());
-        for mut ev in batch.drain(..) {
-            annotate_names(&mut names, &mut ev);
-            ctx.events.send(ev);
-        }
-        if stopping || last_drops.elapsed() >= DROPS_INTERVAL {
-            last_drops = Instant::now();
-            let total = total_drops(skel);
-            let lost = total.saturating_sub(reported_drops);
-            reported_drops = reported_drops.max(total);
-            if lost > 0 {
-                ctx.events.count_lost_upstream(lost);
+    stream_ring(
+        NAME,
+        RingMaps { events: &skel.maps.events, drops: &skel.maps.drops },
+        ctx,
+        |data| decoder.decode(data),
+        || drop(links.take()),
+        |batch, _stopping| {
+            // The name cache is filled and read here, outside the ring-buffer callback.
+            for mut ev in batch {
+                annotate_names(&mut names, &mut ev);
+                ctx.events.send(ev);
             }
-        }
-        if stopping {
-            return Ok(());
-        }
-    }
+        },
+    )
 }
 
 /// DNS answers feed the IP→name cache; connection events get `dst_name` from it.
@@ -436,23 +356,10 @@ fn seed_listeners(skel: &MonitorSkel<'_>) {
     tracing::debug!(backend = NAME, listeners = owners.len(), failed, "seeded pre-existing listeners");
 }
 
-/// Sum of the per-CPU `drops` counters.
-fn total_drops(skel: &MonitorSkel<'_>) -> u64 {
-    match skel.maps.drops.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
-        Ok(Some(per_cpu)) => {
-            per_cpu.iter().filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum()
-        }
-        Ok(None) => 0,
-        Err(e) => {
-            tracing::debug!(backend = NAME, error = %e, "reading drops failed");
-            0
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::libbpf_support::drain_stopped;
 
     #[test]
     fn probe_reports_why_when_unprivileged_or_says_what_it_uses() {
@@ -467,8 +374,6 @@ mod tests {
 
     #[test]
     fn ring_buffer_overflow_is_counted_as_lost_upstream() {
-        use ringwatch_core::sink::{MemorySink, Sink};
-        use ringwatch_core::{Pipeline, Shutdown};
         if !NetworkEbpf::probe().available || !Path::new("/bin/bash").exists() {
             eprintln!("skipping: network/ebpf or bash unavailable here");
             return;
@@ -481,18 +386,9 @@ mod tests {
             .status()
             .expect("spawn bash");
         assert!(status.success());
-        let pipeline = Pipeline::new(1 << 16);
-        let stats = pipeline.stats();
-        let shutdown = Shutdown::new();
-        shutdown.trigger();
-        let ctx = SourceContext { events: pipeline.sender(NAME), shutdown };
-        Box::new(source).run(ctx).expect("run");
-        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(MemorySink::default())];
-        pipeline.run("h", &mut ringwatch_core::proc_table::ProcessTable::empty(), &mut [], &mut sinks);
-        let (queue_full, lost, malformed) = stats.losses().get(NAME).copied().unwrap_or_default();
+        let ((queue_full, lost, malformed), written) = drain_stopped(source, NAME);
         assert_eq!((queue_full, malformed), (0, 0));
         assert!(lost >= 800, "overflow counted as lost_upstream: {lost}");
-        let written = stats.written.load(std::sync::atomic::Ordering::Relaxed);
         assert!(written > 0 && written < 200, "what fitted was delivered: {written}");
     }
 
