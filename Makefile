@@ -32,6 +32,9 @@ lint: deps
 
 bench: deps mounts build-release
 	./target/release/ringwatch bench process $(ARGS)
+	./target/release/ringwatch bench file
+	./target/release/ringwatch bench network
+	./target/release/ringwatch bench keystroke
 	./target/release/ringwatch bench store
 	./target/release/ringwatch bench forward
 
