@@ -3,7 +3,7 @@
 //!
 //! - `ebpf`: kernel mode. tty/pts reads at `syscalls/sys_{enter,exit}_read(v)`, redaction decided in the kernel
 //!   from the terminal's termios, input assembled into lines per session.
-//! - `x11`: user mode. XInput2 raw key events (or RECORD) on one display, attributed to the focused window.
+//! - `x11`: user mode. XInput2 raw key events on one display, attributed to the focused window.
 //! - `assemble`: per-session line assembly (Enter, backspace, control keys, idle flush) shared by all three.
 //! - `pty`: user mode without eBPF, `ringwatch session -- CMD` records a pty session it runs.
 
