@@ -99,6 +99,19 @@ pub(crate) fn tracing_prerequisites() -> Result<Tracefs, String> {
     }
 }
 
+/// [`tracing_prerequisites`] plus the backend's own tracepoints `group/name` (when tracefs is mounted and they can
+/// be looked up): `Ok` with a note for the probe's detail (empty, or that `start` will mount tracefs), `Err` with
+/// why the backend cannot run.
+pub(crate) fn tracepoints_ready(group: &str, names: &[&str]) -> Result<&'static str, String> {
+    match tracing_prerequisites()? {
+        Tracefs::Mounted => match names.iter().find(|tp| !probe::tracepoint_exists(group, tp)) {
+            Some(tp) => Err(format!("tracepoint {group}/{tp} not found in tracefs")),
+            None => Ok(""),
+        },
+        Tracefs::Mountable => Ok("; tracefs not mounted, start mounts it"),
+    }
+}
+
 /// Attaches each program where its section says (tracepoints); the error names the program that failed.
 pub(crate) fn attach_all<'p, 'obj: 'p>(
     backend: &'static str,

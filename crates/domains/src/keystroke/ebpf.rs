@@ -42,11 +42,10 @@ use ringwatch_core::{
 use crate::kernel_ids::{cstr, tty};
 use crate::keystroke::assemble::{Line, Sessions};
 use crate::libbpf_support::{
-    RingMaps, Tracefs, attach_all, bpf_skeleton, clear_libbpf_warnings, leaked_object_slot, libbpf_error, load_error,
-    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, tracing_prerequisites,
+    RingMaps, attach_all, bpf_skeleton, clear_libbpf_warnings, leaked_object_slot, libbpf_error, load_error,
+    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, tracepoints_ready,
     wall_time,
 };
-use crate::probe;
 
 bpf_skeleton!("tty.skel.rs");
 
@@ -122,20 +121,11 @@ impl KeystrokeEbpf {
     /// open + load of the BPF object. Nothing is attached.
     pub fn probe() -> Probe {
         let unavailable = |why: String| Probe::unavailable(Domain::Keystroke, Mode::Kernel, SourceKind::Ebpf, why);
-        let mut tracefs_note = "";
-        match tracing_prerequisites() {
+        let tracepoints = ["sys_enter_read", "sys_exit_read", "sys_enter_readv", "sys_exit_readv"];
+        let tracefs_note = match tracepoints_ready("syscalls", &tracepoints) {
+            Ok(note) => note,
             Err(why) => return unavailable(why),
-            Ok(Tracefs::Mounted) => {
-                for tp in ["sys_enter_read", "sys_exit_read", "sys_enter_readv", "sys_exit_readv"] {
-                    if !probe::tracepoint_exists("syscalls", tp) {
-                        return unavailable(format!(
-                            "tracepoint syscalls/{tp} not found (kernel without FTRACE_SYSCALLS?)"
-                        ));
-                    }
-                }
-            }
-            Ok(Tracefs::Mountable) => tracefs_note = "; tracefs not mounted, start mounts it",
-        }
+        };
         probe_by_loading(
             Domain::Keystroke,
             format!(
@@ -593,7 +583,7 @@ mod tests {
     fn probe_reports_why_when_unprivileged_or_says_what_it_uses() {
         let p = KeystrokeEbpf::probe();
         assert_eq!((p.domain, p.mode, p.source), (Domain::Keystroke, Mode::Kernel, SourceKind::Ebpf));
-        if has_bpf_privilege() && probe::has_kernel_btf() {
+        if has_bpf_privilege() && crate::probe::has_kernel_btf() {
             assert!(p.available, "privileged with BTF but unavailable: {}", p.detail);
         } else {
             assert!(!p.available && !p.detail.is_empty());

@@ -39,11 +39,10 @@ use ringwatch_core::{
 
 use crate::kernel_ids::{CgroupPaths, cstr, tty};
 use crate::libbpf_support::{
-    RingMaps, Tracefs, attach_all, bpf_skeleton, clear_libbpf_warnings, leaked_object_slot, libbpf_error, load_error,
-    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, tracing_prerequisites,
+    RingMaps, attach_all, bpf_skeleton, clear_libbpf_warnings, leaked_object_slot, libbpf_error, load_error,
+    missing_rodata, prepare_tracepoint_load, probe_by_loading, realtime_offset_ns, stream_ring, tracepoints_ready,
     wall_time,
 };
-use crate::probe;
 
 bpf_skeleton!("sched.skel.rs");
 
@@ -113,18 +112,10 @@ impl ProcessKernel {
     /// attached and the object is unloaded before returning.
     pub fn probe() -> Probe {
         let unavailable = |why: String| Probe::unavailable(Domain::Process, Mode::Kernel, SourceKind::Ebpf, why);
-        let mut tracefs_note = "";
-        match tracing_prerequisites() {
+        let tracefs_note = match tracepoints_ready("sched", &["sched_process_exec", "sched_process_exit"]) {
+            Ok(note) => note,
             Err(why) => return unavailable(why),
-            Ok(Tracefs::Mounted) => {
-                for tp in ["sched_process_exec", "sched_process_exit"] {
-                    if !probe::tracepoint_exists("sched", tp) {
-                        return unavailable(format!("tracepoint sched/{tp} not found in tracefs"));
-                    }
-                }
-            }
-            Ok(Tracefs::Mountable) => tracefs_note = "; tracefs not mounted, start mounts it",
-        }
+        };
         probe_by_loading(
             Domain::Process,
             format!("eBPF tracepoints sched_process_fork/exec/exit, ring buffer, kill at exec{tracefs_note}"),
@@ -615,7 +606,7 @@ mod tests {
     fn probe_reports_why_when_unprivileged_or_says_what_it_uses() {
         let p = ProcessKernel::probe();
         assert_eq!((p.domain, p.mode, p.source), (Domain::Process, Mode::Kernel, SourceKind::Ebpf));
-        if has_bpf_privilege() && probe::has_kernel_btf() {
+        if has_bpf_privilege() && crate::probe::has_kernel_btf() {
             assert!(p.available, "privileged with BTF but unavailable: {}", p.detail);
         } else {
             assert!(!p.available && !p.detail.is_empty());
