@@ -53,12 +53,20 @@ impl Monitor {
 
     /// Starts on `cgroup` enforcing `plan`.
     fn start_with(cgroup: &Path, plan: NetworkPlan) -> Option<Monitor> {
+        Monitor::start_config(NetworkEbpfConfig {
+            cgroup: Some(cgroup.to_path_buf()),
+            plan,
+            ..NetworkEbpfConfig::default()
+        })
+    }
+
+    /// Starts with `cfg`.
+    fn start_config(cfg: NetworkEbpfConfig) -> Option<Monitor> {
         let probe = NetworkEbpf::probe();
         if !probe.available {
             eprintln!("skipping: network/ebpf unavailable here: {}", probe.detail);
             return None;
         }
-        let cfg = NetworkEbpfConfig { cgroup: Some(cgroup.to_path_buf()), plan, ..NetworkEbpfConfig::default() };
         let source = NetworkEbpf::start(&cfg).expect("probe said available, start must succeed");
         assert_eq!(source.name(), COMPONENT);
         let pipeline = Pipeline::new(1 << 16);
@@ -572,6 +580,44 @@ fn dns_query_and_answer_are_reported_and_name_the_later_connect() {
         "the connect is named by the earlier answer: {}",
         summary(&connect)
     );
+}
+
+#[test]
+fn without_dns_no_dns_event_is_reported_but_connections_still_are() {
+    let _serial = serial();
+    let (server_ns, client_ns) = match NetNs::veth_pair("nodns", 17) {
+        Ok(pair) => pair,
+        Err(why) => return eprintln!("skipping: {why}"),
+    };
+    let cgroup = match TestCgroup::new("nodns") {
+        Ok(c) => c,
+        Err(why) => return eprintln!("skipping: {why}"),
+    };
+    let cfg =
+        NetworkEbpfConfig { cgroup: Some(cgroup.path().to_path_buf()), dns: false, ..NetworkEbpfConfig::default() };
+    let Some(monitor) = Monitor::start_config(cfg) else { return };
+    let server_ip = server_ns.addr().expect("veth address");
+    let Some(_dns) = Dnsmasq::start(&server_ns, server_ip, std::net::Ipv4Addr::new(10, 77, 17, 9)) else { return };
+    let Ok(dig) = which("dig") else {
+        eprintln!("skipping: dig not installed (scripts/install-deps.sh installs bind9-dnsutils)");
+        return;
+    };
+    let mut udp_cmd = client_ns.command(&dig);
+    udp_cmd.args([&format!("@{server_ip}"), "ringwatch.test", "A", "+short", "+tries=1", "+time=2"]);
+    cgroup.command_into(&mut udp_cmd);
+    let out = udp_cmd.output().expect("dig");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.77.17.9", "dnsmasq answers");
+
+    // A connection after the query: once its connect is seen, an answer's event would have been read already.
+    let mut server = helper(&server_ns, &cgroup, &format!("server {server_ip}:8083 10"));
+    read_tagged(&mut server, "READY");
+    let mut client = helper(&client_ns, &cgroup, &format!("client {server_ip}:8083 10"));
+    read_tagged(&mut client, "GOT");
+    monitor.wait_for("connect", |e| is(e, Activity::Connect, client.id()));
+    let events = monitor.stop();
+    assert!(finish(client) && finish(server));
+    let dns: Vec<String> = events.iter().filter(|e| e.activity == Activity::Dns).map(summary).collect();
+    assert!(dns.is_empty(), "dns: false reports no DNS: {dns:?}");
 }
 
 #[test]

@@ -46,6 +46,8 @@
 //!   (DoT/DoH are just TLS connections); DNS over TCP only when the message starts a segment. A cut answer that
 //!   no longer parses is counted as malformed. The IP→name cache keeps the last [`NetworkEbpfConfig::dns_names`]
 //!   addresses; `dst_name` is the name the address was last resolved from by anyone on the host.
+//!   With [`NetworkEbpfConfig::dns`] false the DNS programs are loaded but not attached: no `dns` events, no
+//!   `dst_name`.
 //! - `process.cgroup`, `exe` and `cmdline` are filled by the pipeline's process table, not by the kernel.
 //! - The agent's own sockets (and its proxy's) are not reported. Records are lost only when the ring buffer is
 //!   full; that is counted (per-CPU `drops`) and reported as `lost_upstream`.
@@ -108,6 +110,10 @@ pub struct NetworkEbpfConfig {
     pub udp_repeat: Duration,
     /// Addresses kept in the IP→name cache (for `network.dst_name`).
     pub dns_names: usize,
+    /// Whether to attach the DNS cgroup_skb pair. Without it no `dns` events and no `dst_name` are reported, but
+    /// every packet of the monitored cgroup skips the cgroup_skb hook (~0.7-1.2 µs per loopback connection, see
+    /// docs/network.md "Cost").
+    pub dns: bool,
 }
 
 impl Default for NetworkEbpfConfig {
@@ -117,6 +123,7 @@ impl Default for NetworkEbpfConfig {
             cgroup: None,
             udp_repeat: Duration::from_secs(60),
             dns_names: 4096,
+            dns: true,
         }
     }
 }
@@ -203,9 +210,11 @@ impl NetworkEbpf {
         };
         let p = &skel.progs;
         // The owner map is filled by sock_create before the tracepoint looks at it.
-        for prog in [&p.mon_sk_new, &p.mon_sk_free, &p.mon_connect4, &p.mon_connect6, &p.mon_sendmsg4]
+        let dns_programs = [&p.mon_dns_out, &p.mon_dns_in];
+        let dns_programs = if cfg.dns { dns_programs.as_slice() } else { &[] };
+        for prog in [&p.mon_sk_new, &p.mon_sk_free, &p.mon_connect4, &p.mon_connect6, &p.mon_sendmsg4, &p.mon_sendmsg6]
             .into_iter()
-            .chain([&p.mon_sendmsg6, &p.mon_dns_out, &p.mon_dns_in])
+            .chain(dns_programs.iter().copied())
         {
             links.push(attach_cgroup(prog)?);
         }
