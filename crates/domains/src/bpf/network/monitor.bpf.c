@@ -106,6 +106,26 @@ static __always_inline void owner_from_current(struct sock_owner *o)
 	__builtin_memset(o->_pad, 0, sizeof(o->_pad));
 }
 
+/* The socket owner's identity into a record (conn_event or dns_event: both have id, cgroup_id, uid, euid, gid and
+ * hdr); no owner known: zeros and RW_NET_F_UNATTRIBUTED. A macro because the two record types differ. */
+#define set_owner(e, o)                                                                                                \
+	do {                                                                                                           \
+		if (o) {                                                                                               \
+			(e)->id = (o)->id;                                                                             \
+			(e)->cgroup_id = (o)->cgroup_id;                                                               \
+			(e)->uid = (o)->uid;                                                                           \
+			(e)->euid = (o)->euid;                                                                         \
+			(e)->gid = (o)->gid;                                                                           \
+		} else {                                                                                               \
+			__builtin_memset(&(e)->id, 0, sizeof((e)->id));                                                \
+			(e)->cgroup_id = 0;                                                                            \
+			(e)->uid = 0;                                                                                  \
+			(e)->euid = 0;                                                                                 \
+			(e)->gid = 0;                                                                                  \
+			(e)->hdr.flags |= RW_NET_F_UNATTRIBUTED;                                                       \
+		}                                                                                                      \
+	} while (0)
+
 /* Header at `now`, process and zeroed counters of a conn_event; flags are added to hdr.flags. */
 static __always_inline void conn_init(struct conn_event *e, const struct sock_owner *o, __u8 activity, __u8 flags,
 				      __u64 now)
@@ -115,20 +135,7 @@ static __always_inline void conn_init(struct conn_event *e, const struct sock_ow
 	e->hdr.kind = RW_KIND_NET_CONN;
 	e->hdr.flags = flags;
 	e->hdr._pad = 0;
-	if (o) {
-		e->id = o->id;
-		e->cgroup_id = o->cgroup_id;
-		e->uid = o->uid;
-		e->euid = o->euid;
-		e->gid = o->gid;
-	} else {
-		__builtin_memset(&e->id, 0, sizeof(e->id));
-		e->cgroup_id = 0;
-		e->uid = 0;
-		e->euid = 0;
-		e->gid = 0;
-		e->hdr.flags |= RW_NET_F_UNATTRIBUTED;
-	}
+	set_owner(e, o);
 	e->bytes_out = 0;
 	e->bytes_in = 0;
 	e->duration_ns = 0;
@@ -579,20 +586,7 @@ static __always_inline void dns_capture(struct __sk_buff *skb, __u8 direction)
 	rw_hdr_init(&e->hdr, RW_KIND_NET_DNS, sizeof(*e));
 	cookie = bpf_get_socket_cookie(skb);
 	o = bpf_map_lookup_elem(&sock_owner, &cookie);
-	if (o) {
-		e->id = o->id;
-		e->cgroup_id = o->cgroup_id;
-		e->uid = o->uid;
-		e->euid = o->euid;
-		e->gid = o->gid;
-	} else {
-		__builtin_memset(&e->id, 0, sizeof(e->id));
-		e->cgroup_id = 0;
-		e->uid = 0;
-		e->euid = 0;
-		e->gid = 0;
-		e->hdr.flags = RW_NET_F_UNATTRIBUTED;
-	}
+	set_owner(e, o);
 	__builtin_memcpy(e->saddr, saddr, 16);
 	__builtin_memcpy(e->daddr, daddr, 16);
 	e->sport = bpf_ntohs(ports[0]);
