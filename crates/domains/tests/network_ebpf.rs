@@ -23,6 +23,7 @@ use ringwatch_core::{
 use ringwatch_domains::network::ebpf::{NetworkEbpf, NetworkEbpfConfig, PROGRAM_NAMES};
 
 use common::netns::{NetNs, TestCgroup};
+use common::{loaded_program_ids, still_loaded};
 
 const COMPONENT: &str = "network/ebpf";
 /// Tells this test binary, started as a child, to act as a network helper instead of running tests.
@@ -503,6 +504,27 @@ fn which(name: &str) -> Result<String, ()> {
     Err(())
 }
 
+/// `dig`'s path, or `None` after saying why the test skips.
+fn dig_or_skip() -> Option<String> {
+    let found = which("dig").ok();
+    if found.is_none() {
+        eprintln!("skipping: dig not installed (scripts/install-deps.sh installs bind9-dnsutils)");
+    }
+    found
+}
+
+/// An A query for `name` to `server` from `ns`, inside `cgroup` (over TCP when `tcp`); dig's short answer.
+fn query(dig: &str, ns: &NetNs, cgroup: &TestCgroup, server: std::net::Ipv4Addr, name: &str, tcp: bool) -> String {
+    let mut cmd = ns.command(dig);
+    cmd.args([&format!("@{server}"), name, "A", "+short", "+tries=1", "+time=2"]);
+    if tcp {
+        cmd.arg("+tcp");
+    }
+    cgroup.command_into(&mut cmd);
+    let out = cmd.output().expect("dig");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 #[test]
 fn dns_query_and_answer_are_reported_and_name_the_later_connect() {
     let _serial = serial();
@@ -511,22 +533,15 @@ fn dns_query_and_answer_are_reported_and_name_the_later_connect() {
     let named = std::net::Ipv4Addr::new(10, 77, 14, 9);
     server_ns.ip(&["addr", "add", &format!("{named}/32"), "dev", "lo"]).expect("second server address");
     let Some(_dns) = Dnsmasq::start(&server_ns, server_ip, named) else { return };
-    let Ok(dig) = which("dig") else {
-        eprintln!("skipping: dig not installed (scripts/install-deps.sh installs bind9-dnsutils)");
-        return;
-    };
+    let Some(dig) = dig_or_skip() else { return };
 
     // Over UDP, then over TCP.
-    let mut udp_cmd = client_ns.command(&dig);
-    udp_cmd.args([&format!("@{server_ip}"), "ringwatch.test", "A", "+short", "+tries=1", "+time=2"]);
-    cgroup.command_into(&mut udp_cmd);
-    let out = udp_cmd.output().expect("dig");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), named.to_string(), "dnsmasq answers");
-    let mut tcp_cmd = client_ns.command(&dig);
-    tcp_cmd.args([&format!("@{server_ip}"), "tcp.ringwatch.test", "A", "+short", "+tcp", "+tries=1", "+time=2"]);
-    cgroup.command_into(&mut tcp_cmd);
-    let tcp_out = tcp_cmd.output().expect("dig +tcp");
-    assert_eq!(String::from_utf8_lossy(&tcp_out.stdout).trim(), named.to_string());
+    assert_eq!(
+        query(&dig, &client_ns, &cgroup, server_ip, "ringwatch.test", false),
+        named.to_string(),
+        "dnsmasq answers"
+    );
+    assert_eq!(query(&dig, &client_ns, &cgroup, server_ip, "tcp.ringwatch.test", true), named.to_string());
 
     // Then a connection to the answered address.
     let mut server = helper(&server_ns, &cgroup, &format!("server {named}:8082 10"));
@@ -598,15 +613,8 @@ fn without_dns_no_dns_event_is_reported_but_connections_still_are() {
     let Some(monitor) = Monitor::start_config(cfg) else { return };
     let server_ip = server_ns.addr().expect("veth address");
     let Some(_dns) = Dnsmasq::start(&server_ns, server_ip, std::net::Ipv4Addr::new(10, 77, 17, 9)) else { return };
-    let Ok(dig) = which("dig") else {
-        eprintln!("skipping: dig not installed (scripts/install-deps.sh installs bind9-dnsutils)");
-        return;
-    };
-    let mut udp_cmd = client_ns.command(&dig);
-    udp_cmd.args([&format!("@{server_ip}"), "ringwatch.test", "A", "+short", "+tries=1", "+time=2"]);
-    cgroup.command_into(&mut udp_cmd);
-    let out = udp_cmd.output().expect("dig");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.77.17.9", "dnsmasq answers");
+    let Some(dig) = dig_or_skip() else { return };
+    assert_eq!(query(&dig, &client_ns, &cgroup, server_ip, "ringwatch.test", false), "10.77.17.9", "dnsmasq answers");
 
     // A connection after the query: once its connect is seen, an answer's event would have been read already.
     let mut server = helper(&server_ns, &cgroup, &format!("server {server_ip}:8083 10"));
@@ -664,26 +672,6 @@ fn a_block_rule_starts_the_enforcer_inside_the_monitor_and_its_events_flow_throu
     assert!(reported.is_empty(), "a blocked connect never reaches SYN_SENT: {reported:?}");
 }
 
-/// Ids of loaded BPF programs carrying our program names.
-fn our_program_ids() -> BTreeSet<u32> {
-    libbpf_rs::query::ProgInfoIter::default()
-        .filter(|p| PROGRAM_NAMES.iter().any(|n| p.name.to_bytes() == n.as_bytes()))
-        .map(|p| p.id)
-        .collect()
-}
-
-/// Waits (program release is asynchronous in the kernel) until none of `ids` is loaded; returns those left.
-fn still_loaded(ids: &BTreeSet<u32>) -> BTreeSet<u32> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left: BTreeSet<u32> = our_program_ids().intersection(ids).copied().collect();
-        if left.is_empty() || Instant::now() > deadline {
-            return left;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn programs_are_detached_and_unloaded_after_shutdown_or_drop() {
     let _serial = serial();
@@ -691,21 +679,21 @@ fn programs_are_detached_and_unloaded_after_shutdown_or_drop() {
         Ok(c) => c,
         Err(why) => return eprintln!("skipping: {why}"),
     };
-    let before = our_program_ids();
+    let before = loaded_program_ids(&PROGRAM_NAMES);
     let Some(monitor) = Monitor::start(cgroup.path()) else { return };
-    let loaded: BTreeSet<u32> = our_program_ids().difference(&before).copied().collect();
+    let loaded: BTreeSet<u32> = loaded_program_ids(&PROGRAM_NAMES).difference(&before).copied().collect();
     assert_eq!(loaded.len(), PROGRAM_NAMES.len(), "all our programs are loaded while running");
     monitor.stop();
-    assert_eq!(still_loaded(&loaded), BTreeSet::new(), "programs left loaded after run returned");
+    assert_eq!(still_loaded(&PROGRAM_NAMES, &loaded), BTreeSet::new(), "programs left loaded after run returned");
 
     // Started but never run: dropping it detaches too.
-    let before = our_program_ids();
+    let before = loaded_program_ids(&PROGRAM_NAMES);
     let cfg = NetworkEbpfConfig { cgroup: Some(cgroup.path().to_path_buf()), ..NetworkEbpfConfig::default() };
     let source = NetworkEbpf::start(&cfg).expect("start");
-    let loaded: BTreeSet<u32> = our_program_ids().difference(&before).copied().collect();
+    let loaded: BTreeSet<u32> = loaded_program_ids(&PROGRAM_NAMES).difference(&before).copied().collect();
     assert_eq!(loaded.len(), PROGRAM_NAMES.len());
     drop(source);
-    assert_eq!(still_loaded(&loaded), BTreeSet::new(), "programs left loaded after drop");
+    assert_eq!(still_loaded(&PROGRAM_NAMES, &loaded), BTreeSet::new(), "programs left loaded after drop");
 }
 
 #[test]
