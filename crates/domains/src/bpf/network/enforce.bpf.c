@@ -339,7 +339,7 @@ static __always_inline int enforce(struct bpf_sock_addr *ctx, const __u8 *addr, 
 			ctx->user_ip6[3] = proxy_ip4;
 		}
 		ctx->user_port = bpf_htons(proxy_port);
-		emit(ctx, addr, family, port, protocol, RW_NET_REDIRECT, activity, rule);
+		/* No record here: the proxy reports the connection once, with this pid and rule from orig. */
 		return 1;
 	}
 	if (action == RW_NET_THROTTLE) {

@@ -6,8 +6,10 @@
 //! the proxy, tag for throttling) and `sockops` (hands a redirected connection's original destination to the
 //! proxy under the client's local port) on the configured cgroup; starts the shared [`proxy`](super::proxy::shared)
 //! when a rule redirects and the HTB classes plus the tc classifier (`throttle.rs`) when one throttles.
-//! [`NetworkEnforcer::run`] turns the kernel's records of enforced acts into `blocked` / `redirected` /
-//! `throttled` events until shutdown, then detaches everything and removes the qdiscs it added.
+//! [`NetworkEnforcer::run`] turns the kernel's records of enforced acts into `blocked` and `throttled` events
+//! until shutdown, then detaches everything and removes the qdiscs it added. A redirect writes no record: the
+//! proxy reports each redirected connection once (`connect` with action `redirected`, the client's pid and the
+//! rule taken from the kernel's hand-over record, `original_dst`, Host/SNI), so it is never counted twice.
 //!
 //! # What it cannot do
 //!
@@ -278,11 +280,7 @@ impl NetworkEnforcer {
             proxy.set_events(ctx.events.clone());
         }
         let Some(skel) = self.skel.take() else { return Ok(()) };
-        let decoder = Decoder {
-            rule_ids: self.rule_ids.clone(),
-            realtime_offset_ns: self.realtime_offset_ns,
-            proxy: self.proxy.as_ref().map(|p| p.kernel_addr()),
-        };
+        let decoder = Decoder { rule_ids: self.rule_ids.clone(), realtime_offset_ns: self.realtime_offset_ns };
         let mut cgroups = CgroupPaths::new();
         stream_ring(
             NAME,
@@ -440,7 +438,6 @@ fn ip_of(family: u8, addr: &[u8; 16]) -> Option<IpAddr> {
 struct Decoder {
     rule_ids: Vec<String>,
     realtime_offset_ns: i128,
-    proxy: Option<SocketAddr>,
 }
 
 impl Decoder {
@@ -461,7 +458,6 @@ impl Decoder {
         };
         let action = match rec.action as u32 {
             rules::ACTION_BLOCK => Action::Blocked,
-            rules::ACTION_REDIRECT => Action::Redirected,
             rules::ACTION_THROTTLE => Action::Throttled,
             _ => return Err("unknown action"),
         };
@@ -480,17 +476,11 @@ impl Decoder {
         ev.process.tid = rec.tid;
         ev.process.uid = rec.uid;
         ev.process.comm = cstr(&rec.comm.map(|b| b as u8));
-        let asked = SocketAddr::new(dst_ip, rec.dst_port);
-        let (dst, original_dst) = match (action, self.proxy) {
-            (Action::Redirected, Some(proxy)) => (proxy, Some(asked.to_string())),
-            _ => (asked, None),
-        };
         ev.network = Some(NetworkInfo {
             protocol: protocol.into(),
-            dst_ip: Some(dst.ip().to_string()),
-            dst_port: Some(dst.port()),
+            dst_ip: Some(dst_ip.to_string()),
+            dst_port: Some(rec.dst_port),
             direction: Some("outbound".into()),
-            original_dst,
             ..NetworkInfo::default()
         });
         Ok((ev, rec.cgroup_id))
@@ -522,11 +512,7 @@ mod tests {
     }
 
     fn decoder() -> Decoder {
-        Decoder {
-            rule_ids: vec!["no-meta".into(), "web".into()],
-            realtime_offset_ns: 5,
-            proxy: Some("127.0.0.1:4000".parse().expect("addr")),
-        }
+        Decoder { rule_ids: vec!["no-meta".into(), "web".into()], realtime_offset_ns: 5 }
     }
 
     #[test]
@@ -542,17 +528,6 @@ mod tests {
     }
 
     #[test]
-    fn redirected_connect_names_the_proxy_and_the_original_destination() {
-        let mapped = Ipv4Addr::new(10, 0, 0, 9).to_ipv6_mapped().octets();
-        let s = sample(rules::ACTION_REDIRECT as u8, ACT_CONNECT, 6, &mapped, 443, 1);
-        let (ev, _) = decoder().decode(&s.0).expect("valid");
-        assert_eq!(ev.rule.as_deref(), Some("web"));
-        let n = ev.network.expect("network facts");
-        assert_eq!(n.original_dst.as_deref(), Some("10.0.0.9:443"));
-        assert_eq!((n.dst_ip.as_deref(), n.dst_port), (Some("127.0.0.1"), Some(4000)));
-    }
-
-    #[test]
     fn bad_samples_are_rejected() {
         let d = decoder();
         let s = sample(rules::ACTION_BLOCK as u8, ACT_CONNECT, 4, &[1, 2, 3, 4], 1, 0);
@@ -564,5 +539,7 @@ mod tests {
         assert!(d.decode(&s.0).is_err(), "unknown activity");
         let s = sample(rules::ACTION_OBSERVE as u8, ACT_CONNECT, 4, &[1, 2, 3, 4], 1, 0);
         assert!(d.decode(&s.0).is_err(), "observe is never reported by the kernel");
+        let s = sample(rules::ACTION_REDIRECT as u8, ACT_CONNECT, 4, &[1, 2, 3, 4], 1, 0);
+        assert!(d.decode(&s.0).is_err(), "a redirect is reported by the proxy, not by the kernel");
     }
 }
