@@ -102,6 +102,7 @@ impl BackendSpec {
             // Monitor; the plan's block/redirect/throttle rules start the kernel enforcer inside it.
             (Domain::Network, SourceKind::Ebpf) => Ok(Box::new(NetworkEbpf::start(&NetworkEbpfConfig {
                 plan: cfg.network.clone(),
+                dns: cfg.network_dns,
                 ..NetworkEbpfConfig::default()
             })?)),
             // Shares the hook socket with the other preload backends, and the proxy with network/kernel.
@@ -150,6 +151,8 @@ pub struct StartConfig {
     pub file_permission: FilePermissionPlan,
     /// Network rules enforced in the kernel (block, redirect, throttle) and host rules for the proxy.
     pub network: NetworkPlan,
+    /// The policy's `network.dns`: the kernel monitor captures DNS (default true).
+    pub network_dns: bool,
     /// Keystroke capture settings (capture is off unless the policy enables it).
     pub keystroke: KeystrokePlan,
     /// The X display the X11 keystroke backend watches (`run --x11-display`); `None`: the agent's `$DISPLAY`.
@@ -275,6 +278,13 @@ pub fn probe_for(cfg: &StartConfig) -> Vec<(BackendSpec, Probe)> {
                 (*s, Probe::unavailable(s.domain, s.mode, s.source, why))
             }
             (Domain::Keystroke, SourceKind::X11, None) => (*s, KeystrokeX11::probe_display(cfg.x11_display.as_deref())),
+            (Domain::Network, SourceKind::Ebpf, None) if !cfg.network_dns => {
+                let mut p = s.probe();
+                if p.available {
+                    p.detail.push_str("; DNS capture off (policy network.dns: false)");
+                }
+                (*s, p)
+            }
             _ => (*s, s.probe()),
         })
         .collect()

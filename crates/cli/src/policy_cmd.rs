@@ -109,6 +109,9 @@ fn print_network_and_keystrokes(policy: &Policy) {
             );
         }
     }
+    if !policy.network_settings().dns {
+        println!("  network: DNS capture off (network.dns: false): no dns events, no dst_name on connects");
+    }
     let keys = policy.keystroke_plan();
     if !keys.enabled {
         println!("  keystrokes: capture off");

@@ -142,6 +142,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
         file_permission: policy.file_permission_plan(),
         network: policy.network_plan(),
+        network_dns: policy.network_settings().dns,
         keystroke: policy.keystroke_plan(),
         x11_display: args.x11_display.clone(),
     };

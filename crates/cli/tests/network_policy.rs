@@ -28,6 +28,8 @@ fn bad_network_policies_exit_2_naming_the_line() {
         ("unknown-field", rule("{ dst: 192.0.2.1, interface: eth0 }", "block"), ":4: rules[0].match.interface: unknown field `interface`"),
         ("unknown-activity", rule("{ dst: 192.0.2.1, activity: [connect, ping] }", "block"), ":4: rules[0].match.activity[1]: unknown activity `ping`"),
         ("bad-cgroup", rule("{ cgroup: system.slice }", "block"), ":4: rules[0].match.cgroup: `system.slice` is not a cgroup path"),
+        ("dns-not-a-flag", "network:\n  dns: sometimes\n".to_owned(), ":2: network.dns: expected true or false"),
+        ("network-unknown-setting", "network:\n  dns: true\n  pcap: yes\n".to_owned(), ":3: network.pcap: unknown field `pcap`; expected one of dns"),
         ("keystroke-rule", "rules:\n  - id: k\n    domain: keystroke\n    match: { exe: /a }\n    action: alert\n".to_owned(), ":3: rules[0].domain: domain `keystroke` rules are not supported"),
     ];
     assert_policy_check_errors(dir.path(), cases);
@@ -84,6 +86,9 @@ fn a_valid_network_policy_checks_ok_and_says_where_each_rule_is_enforced() {
     );
     assert!(text.contains("keystrokes: capture off"), "{text}");
     assert!(!text.contains("note: host rules"), "{text}");
+    assert!(!text.contains("DNS capture off"), "{text}");
+    let text = policy_check_ok(dir.path(), "no-dns.yaml", "network:\n  dns: false\n");
+    assert!(text.contains("network: DNS capture off (network.dns: false)"), "{text}");
 
     // Host rules without any redirect: the summary says they cannot act.
     let text = policy_check_ok(

@@ -15,6 +15,7 @@ use ringwatch_core::{Activity, Domain, TimeoutVerdict};
 use crate::error::{Problem, ProblemKind};
 use crate::file::{EXEC_TRUST_ID, ExecTrust, FileSettings};
 use crate::keystroke::KeystrokeSettings;
+use crate::network::NetworkSettings;
 use crate::pattern::{CmdlineSet, PathPattern, PathSet, build_glob};
 use crate::rule::{Conditions, Enforcement, Rule, RuleAction};
 use crate::users::UserDb;
@@ -38,7 +39,7 @@ const NET_MATCH_FIELDS: &str = "dst, dst_port, protocol, exe, parent_exe, user, 
 /// Fields of a network `not` block.
 const NET_NOT_FIELDS: &str = "dst, dst_port, protocol, exe, parent_exe, user, uid, cgroup, host";
 /// Top-level fields.
-const TOP_FIELDS: &str = "rules, files, exec_trust, keystrokes (sigma is reserved)";
+const TOP_FIELDS: &str = "rules, files, exec_trust, keystrokes, network (sigma is reserved)";
 /// Fields of the `files` section.
 const FILES_FIELDS: &str = "exclude, max_events_per_pid, verdict_timeout_ms";
 /// Fields of the `exec_trust` section.
@@ -71,6 +72,7 @@ pub(crate) struct Compiled {
     pub files: FileSettings,
     pub exec_trust: Option<ExecTrust>,
     pub keystrokes: KeystrokeSettings,
+    pub network: NetworkSettings,
 }
 
 /// Compiles a policy text. `origin` names the file in problems.
@@ -150,6 +152,7 @@ impl Compiler<'_> {
                         "files" => out.files = self.files(value),
                         "exec_trust" => out.exec_trust = self.exec_trust(value),
                         "keystrokes" => out.keystrokes = self.keystrokes(value),
+                        "network" => out.network = self.network_settings(value),
                         "sigma" => {
                             let message = format!("the `{}` section is not supported yet", key.name);
                             self.report(key.pos, &key.name, ProblemKind::Unsupported, message);
@@ -1233,6 +1236,22 @@ exec_trust:
         assert_eq!((t.line, t.on_timeout, t.allow_sha256.len()), (6, TimeoutVerdict::Deny, 1));
         let off = compile("exec_trust: { mode: off }\n", "p.yaml", &users()).expect("valid");
         assert!(off.exec_trust.is_none());
+    }
+
+    #[test]
+    fn network_section_switches_dns_capture_and_names_bad_values() {
+        assert!(compile("rules: []\n", "p.yaml", &users()).expect("valid").network.dns, "DNS capture is on by default");
+        let off = compile("network:\n  dns: false\n", "p.yaml", &users()).expect("valid");
+        assert!(!off.network.dns);
+        let s = summary("network:\n  dns: maybe\n  colour: red\n");
+        assert_eq!(
+            s,
+            vec![
+                (2, "network.dns".to_owned(), ProblemKind::InvalidValue),
+                (3, "network.colour".to_owned(), ProblemKind::UnknownField),
+            ]
+        );
+        assert_eq!(one("network: [dns]\n").field, "network");
     }
 
     #[test]

@@ -160,7 +160,7 @@ mod yaml;
 pub use error::{PolicyError, Problem, ProblemKind};
 pub use file::{EXEC_TRUST_ID, ExecTrust, FileSettings};
 pub use keystroke::Dlp;
-pub use network::{HostSet, IpNet};
+pub use network::{HostSet, IpNet, NetworkSettings};
 pub use pattern::{CmdlineSet, PathPattern, PathSet};
 pub use policy::{Policy, Verdict};
 pub use rule::{Conditions, Enforcement, Rule, RuleAction};

@@ -13,6 +13,21 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ringwatch_core::Event;
 use ringwatch_core::compiled::NetProtocol;
 
+/// The policy's `network:` section: settings of the network monitor (rules are in `rules:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// `dns` (default `true`): the kernel monitor parses DNS queries and answers (`dns` events, `dst_name` on later
+    /// connects). `false` leaves its per-packet `cgroup_skb` programs unattached, which saves a few per cent of a
+    /// short connection's cost (see docs/network.md) at the price of every DNS event.
+    pub dns: bool,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings { dns: true }
+    }
+}
+
 /// An IP network: an address and a prefix length (the host bits are cleared).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpNet {

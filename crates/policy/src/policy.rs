@@ -12,6 +12,7 @@ use crate::compile::{self, Compiled};
 use crate::error::PolicyError;
 use crate::file::{self, EXEC_TRUST_ID, ExecTrust, FileSettings, Trust};
 use crate::keystroke::{Dlp, KeystrokeSettings};
+use crate::network::NetworkSettings;
 use crate::network_plan;
 use crate::pattern::PathPattern;
 use crate::rule::{Enforcement, MatchContext, Rule, RuleAction};
@@ -36,6 +37,7 @@ pub struct Policy {
     file_plan: FilePermissionPlan,
     network_plan: NetworkPlan,
     keystrokes: KeystrokeSettings,
+    network: NetworkSettings,
 }
 
 /// What decided an event: a rule, or the `exec_trust` gate.
@@ -81,7 +83,7 @@ impl Policy {
     }
 
     fn from_compiled(origin: &str, compiled: Compiled) -> Policy {
-        let Compiled { mut rules, files, mut exec_trust, keystrokes } = compiled;
+        let Compiled { mut rules, files, mut exec_trust, keystrokes, network } = compiled;
         for i in 0..rules.len() {
             if rules[i].domain != Domain::Network {
                 rules[i].enforcement = enforcement_of(&rules[..i], &rules[i]);
@@ -114,6 +116,7 @@ impl Policy {
             file_plan,
             network_plan,
             keystrokes,
+            network,
         }
     }
 
@@ -176,6 +179,11 @@ impl Policy {
     /// where each rule is enforced instead (see [`crate::network_plan`]).
     pub fn network_plan(&self) -> NetworkPlan {
         self.network_plan.clone()
+    }
+
+    /// The `network` section (monitor settings; DNS capture is on unless it says `dns: false`).
+    pub fn network_settings(&self) -> NetworkSettings {
+        self.network
     }
 
     /// The `keystrokes` section: capture is off unless it says `enabled: true`.

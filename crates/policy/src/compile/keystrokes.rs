@@ -74,7 +74,7 @@ impl Compiler<'_> {
     }
 
     /// `true` or `false`.
-    fn flag(&mut self, node: &Node, field: &str) -> Option<bool> {
+    pub(super) fn flag(&mut self, node: &Node, field: &str) -> Option<bool> {
         match &node.value {
             Value::Bool(b) => Some(*b),
             other => {

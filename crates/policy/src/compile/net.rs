@@ -1,18 +1,47 @@
-//! The network parts of the policy compiler: the `{ throttle: RATE }` action form and the values of `dst`,
-//! `dst_port`, `protocol`, `cgroup` and `host` conditions.
+//! The network parts of the policy compiler: the `network:` settings section, the `{ throttle: RATE }` action
+//! form and the values of `dst`, `dst_port`, `protocol`, `cgroup` and `host` conditions.
 
 use ringwatch_core::compiled::NetProtocol;
 
 use super::Compiler;
-use crate::network::{self, HostSet, IpNet};
+use crate::network::{self, HostSet, IpNet, NetworkSettings};
 use crate::rule::RuleAction;
 use crate::units::{RATE_UNIT_NAMES, parse_rate};
 use crate::yaml::{Node, Value};
+
+/// Fields of the `network` section.
+const NETWORK_FIELDS: &str = "dns";
 
 /// The actions of a network rule, for messages.
 const NET_ACTIONS: &str = "observe, alert, block, redirect or { throttle: RATE }";
 
 impl Compiler<'_> {
+    /// The `network` section: `dns: true|false`.
+    pub(super) fn network_settings(&mut self, node: &Node) -> NetworkSettings {
+        let mut out = NetworkSettings::default();
+        let entries = match &node.value {
+            Value::Null => return out,
+            Value::Map(m) => m,
+            other => {
+                let message = format!("expected a mapping ({NETWORK_FIELDS}), found {}", other.kind());
+                self.invalid(node, "network", message);
+                return out;
+            }
+        };
+        for (key, value) in entries {
+            let f = format!("network.{}", key.name);
+            match key.name.as_str() {
+                "dns" => {
+                    if let Some(on) = self.flag(value, &f) {
+                        out.dns = on;
+                    }
+                }
+                _ => self.unknown_field(key, &f, NETWORK_FIELDS),
+            }
+        }
+        out
+    }
+
     /// A network rule's action: `observe`, `alert`, `block`, `redirect` or `{ throttle: 1MiB/s }`.
     pub(super) fn net_action(&mut self, node: &Node, field: &str) -> Option<RuleAction> {
         match &node.value {
