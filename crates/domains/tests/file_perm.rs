@@ -67,10 +67,14 @@ struct Agent {
 
 impl Agent {
     fn start(policy_text: &str) -> Agent {
+        Agent::start_with(policy_text, &FileFanotifyConfig::default())
+    }
+
+    fn start_with(policy_text: &str, cfg: &FileFanotifyConfig) -> Agent {
         let policy = Arc::new(Policy::from_str(policy_text, "test.yaml").unwrap_or_else(|e| panic!("{e}")));
         let plan = policy.file_permission_plan();
         let decider: Arc<dyn Decider> = policy;
-        let source = FileFanotify::start_with_permissions(&FileFanotifyConfig::default(), &plan, decider)
+        let source = FileFanotify::start_with_permissions(cfg, &plan, decider)
             .expect("permission events are available, so start works");
         let stats = source.permission_stats();
         assert_eq!(stats.is_some(), !plan.is_empty(), "a permission group runs exactly when the plan needs one");
@@ -189,6 +193,51 @@ fn an_exact_path_rule_refuses_the_open_with_eperm_and_only_that_file_waits() {
             .iter()
             .any(|e| e.file.as_ref().is_some_and(|f| f.path == canonical(&sibling)) && e.action != Action::Observed)
     );
+}
+
+#[test]
+fn a_deny_loop_gets_every_verdict_but_its_reports_are_rate_limited_with_an_exact_summary() {
+    let _g = serial();
+    if !available() {
+        return;
+    }
+    let dir = temp_dir("ratelimit");
+    let protected = dir.path().join("secret");
+    write(&protected, "top secret\n");
+    let protected_s = canonical(&protected);
+    let cfg = FileFanotifyConfig { max_events_per_pid: 50, ..FileFanotifyConfig::default() };
+    let agent = Agent::start_with(&deny_open_policy("protect-secret", &format!("\"{protected_s}\""), ""), &cfg);
+    let before = agent.counters();
+
+    // One process opens the protected file 2,000 times; every open must be refused.
+    const OPENS: u64 = 2_000;
+    let script = format!(
+        "import sys\nrefused = 0\nfor _ in range({OPENS}):\n    try:\n        open(sys.argv[1]).close()\n    \
+         except PermissionError:\n        refused += 1\nprint(refused)\n"
+    );
+    let o = Command::new("python3").arg("-c").arg(&script).arg(&protected_s).output();
+    let Ok(o) = o else {
+        eprintln!("skipping: python3 not installed");
+        return;
+    };
+    assert!(o.status.success(), "python ran: {}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), OPENS.to_string(), "every open was refused");
+    let after = agent.counters();
+    assert_eq!(after.denied - before.denied, OPENS, "every verdict was given: {after:?}");
+    assert!(after.rate_limited - before.rate_limited > 0, "the loop went over 50/s: {after:?}");
+    let events = agent.stop();
+    let reported = events
+        .iter()
+        .filter(|e| e.action == Action::Denied && e.file.as_ref().is_some_and(|f| f.path == protected_s))
+        .count() as u64;
+    let summarized: u64 = events
+        .iter()
+        .filter(|e| e.domain == Domain::Sensor && e.activity == Activity::Drop)
+        .filter(|e| e.sensor.as_ref().is_some_and(|s| s.message.contains("permission reports")))
+        .filter_map(|e| e.sensor.as_ref().and_then(|s| s.count))
+        .sum();
+    assert!(reported <= 50 * 10, "reports are limited to 50/s per process: {reported}");
+    assert_eq!(reported + summarized, OPENS, "reported {reported} + summarized {summarized} = every verdict");
 }
 
 #[test]

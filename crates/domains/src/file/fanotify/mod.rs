@@ -211,7 +211,7 @@ impl FileFanotify {
                 what: "root (CAP_SYS_ADMIN) for fanotify permission events".into(),
             });
         }
-        let permission = PermissionGroup::start(plan, decider)?;
+        let permission = PermissionGroup::start(plan, decider, cfg.max_events_per_pid)?;
         let mut me = FileFanotify::start(cfg)?;
         me.permission = Some(permission);
         Ok(me)

@@ -31,6 +31,10 @@
 //! - **Nothing stays blocked.** On shutdown and on drop every pending verdict is answered `allow`, the queue is
 //!   drained with `allow`, then the group descriptor is closed. If the agent dies (SIGKILL), the kernel closes the
 //!   descriptor and allows every pending and queued event itself (fanotify's release handler); tested.
+//! - **Verdicts are never rate limited, reports are.** A process that hits a deny rule in a loop gets every
+//!   EPERM, but at most `max_events_per_pid` (the policy's `files.max_events_per_pid`, as for the monitor) `denied`
+//!   / `alerted` events per second; the rest are counted ([`PermStats::rate_limited`]) and reported as one
+//!   `sensor`/`drop` summary per process and window, so report count + summary counts = verdicts.
 //! - **No silent fail-open on overflow.** The queue is unlimited (`FAN_UNLIMITED_QUEUE`): a permission event is
 //!   only queued while its caller is blocked, so the queue is bounded by the number of blocked threads, and a
 //!   bounded queue would make the kernel drop (allow) events on overflow. Reads are small (a few dozen events)
@@ -73,6 +77,7 @@ use ringwatch_core::{
 use super::fid::{self, Parsed, RawEvent};
 use super::hash::{self, CacheStats, DEFAULT_CACHE_ENTRIES, HashCache, HashKey};
 use super::marks::{self, Candidate};
+use super::noise::RateLimiter;
 use super::reader::BACKEND;
 
 /// Component name in logs and sensor events.
@@ -120,6 +125,8 @@ pub struct PermStats {
     pub malformed: AtomicU64,
     /// Responses the kernel refused.
     pub response_errors: AtomicU64,
+    /// Verdicts given but not reported: over the per-process rate limit (counted in `sensor`/`drop` summaries).
+    pub rate_limited: AtomicU64,
     /// Hash cache hits and misses.
     pub cache: CacheStats,
 }
@@ -137,6 +144,7 @@ pub struct PermCounters {
     pub hashed_bytes: u64,
     pub malformed: u64,
     pub response_errors: u64,
+    pub rate_limited: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
 }
@@ -155,6 +163,7 @@ impl PermStats {
             hashed_bytes: l(&self.hashed_bytes),
             malformed: l(&self.malformed),
             response_errors: l(&self.response_errors),
+            rate_limited: l(&self.rate_limited),
             cache_hits: l(&self.cache.hits),
             cache_misses: l(&self.cache.misses),
         }
@@ -170,33 +179,61 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Where events go: the pipeline once connected, a small backlog before.
-#[derive(Debug, Default)]
+/// Where events go: the pipeline once connected, a small backlog before; reports of each process are rate limited
+/// like the monitor's (the verdicts never are), with one `sensor`/`drop` summary per process and window.
+#[derive(Debug)]
 struct Emitter {
     state: Mutex<EmitState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct EmitState {
     sender: Option<EventSender>,
     backlog: Vec<Event>,
     lost: u64,
+    limiter: RateLimiter,
 }
 
 impl Emitter {
+    /// At most `max_events_per_pid` reports per process and second (0: no limit).
+    fn new(max_events_per_pid: u32) -> Emitter {
+        let limiter = RateLimiter::new(max_events_per_pid);
+        Emitter { state: Mutex::new(EmitState { sender: None, backlog: Vec::new(), lost: 0, limiter }) }
+    }
+
+    /// Whether a report about `pid` may go out now; a refused one is counted for that process's summary.
+    fn admit(&self, pid: u32, now: Instant) -> bool {
+        lock(&self.state).limiter.allow(pid, now)
+    }
+
     fn send(&self, ev: Event) {
         let mut s = lock(&self.state);
-        if let Some(tx) = &s.sender {
-            tx.send(ev);
-        } else if s.backlog.len() < BACKLOG {
-            s.backlog.push(ev);
+        s.push(ev);
+    }
+
+    /// Ends finished rate-limit windows (all of them when `all`) and sends their summaries.
+    fn summarize(&self, now: Instant, all: bool) {
+        let mut s = lock(&self.state);
+        if all {
+            s.limiter.finish();
         } else {
-            s.lost += 1;
+            s.limiter.sweep(now);
+        }
+        for (pid, dropped) in s.limiter.take_due() {
+            let msg = format!(
+                "rate limit: {dropped} permission reports of pid {pid} not sent (over {} events/s; every verdict was \
+                 given)",
+                s.limiter.limit()
+            );
+            let mut ev = Event::sensor(Activity::Drop, COMPONENT, msg, Some(dropped));
+            ev.process.pid = pid;
+            s.push(ev);
         }
     }
 
     fn connect(&self, tx: EventSender) {
         let mut s = lock(&self.state);
+        let s = &mut *s;
         for ev in s.backlog.drain(..) {
             tx.send(ev);
         }
@@ -205,6 +242,18 @@ impl Emitter {
             s.lost = 0;
         }
         s.sender = Some(tx);
+    }
+}
+
+impl EmitState {
+    fn push(&mut self, ev: Event) {
+        if let Some(tx) = &self.sender {
+            tx.send(ev);
+        } else if self.backlog.len() < BACKLOG {
+            self.backlog.push(ev);
+        } else {
+            self.lost += 1;
+        }
     }
 }
 
@@ -298,7 +347,12 @@ impl PermissionGroup {
     /// Creates the group, places the plan's marks and starts answering at once (the reader must run before
     /// anything else in the agent opens a file on a marked filesystem). Events are kept until
     /// [`PermissionGroup::connect`] gives them a pipeline.
-    pub fn start(plan: &FilePermissionPlan, decider: Arc<dyn Decider>) -> Result<Self, SourceError> {
+    /// Reports (denies, alerts, timeouts) are limited to `max_events_per_pid` per process and second (0: none).
+    pub fn start(
+        plan: &FilePermissionPlan,
+        decider: Arc<dyn Decider>,
+        max_events_per_pid: u32,
+    ) -> Result<Self, SourceError> {
         let fan = init_group().map_err(|e| match e {
             Errno::EPERM => SourceError::MissingPrivilege {
                 backend: super::NAME,
@@ -320,7 +374,7 @@ impl PermissionGroup {
             fan,
             decider,
             stats: Arc::new(PermStats::default()),
-            emitter: Emitter::default(),
+            emitter: Emitter::new(max_events_per_pid),
             pending: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashCache::new(DEFAULT_CACHE_ENTRIES)),
         });
@@ -598,6 +652,7 @@ impl Reader {
                 }
             }
             self.expire(Instant::now());
+            self.shared.emitter.summarize(Instant::now(), false);
             if mounts_changed && let Err(e) = self.marker.mark_filesystems(&self.shared.fan) {
                 tracing::warn!(component = COMPONENT, error = %e, "re-reading the mount table failed");
             }
@@ -760,6 +815,7 @@ impl Reader {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        self.shared.emitter.summarize(Instant::now(), true);
         let s = self.shared.stats.snapshot();
         tracing::info!(
             component = COMPONENT,
@@ -770,6 +826,7 @@ impl Reader {
             denied = s.denied,
             own = s.own,
             timeouts = s.timeouts,
+            rate_limited = s.rate_limited,
             cache_hits = s.cache_hits,
             cache_misses = s.cache_misses,
             "stopped"
@@ -831,11 +888,23 @@ fn conclude(shared: &Shared, fd: &OwnedFd, mut ev: Event, decision: &Decision) {
     respond(shared, fd, deny);
     let hashed = ev.file.as_ref().is_some_and(|f| f.sha256.is_some());
     if deny || (decision.action == Action::Alerted && hashed) {
+        if !admitted(shared, ev.process.pid) {
+            return;
+        }
         ev.action = if deny { Action::Denied } else { Action::Alerted };
         ev.rule = decision.rule.clone();
         describe_process(&mut ev);
         shared.emitter.send(ev);
     }
+}
+
+/// Whether a report about `pid` may be sent now (the per-process rate limit); counts the ones that may not.
+fn admitted(shared: &Shared, pid: u32) -> bool {
+    let ok = shared.emitter.admit(pid, Instant::now());
+    if !ok {
+        bump(&shared.stats.rate_limited);
+    }
+    ok
 }
 
 /// Reads what identifies the acting process while it still exists (it waits in `open`/`execve` until the verdict
@@ -864,6 +933,9 @@ fn conclude_late(shared: &Shared, fd: &OwnedFd, mut ev: Event, check: &ContentCh
     let deny = check.on_timeout == TimeoutVerdict::Deny;
     respond(shared, fd, deny);
     bump(&shared.stats.timeouts);
+    if !admitted(shared, ev.process.pid) {
+        return;
+    }
     let path = ev.file.as_ref().map(|f| f.path.clone()).unwrap_or_default();
     let message = format!(
         "{} verdict for {} of {path} by pid {} timed out ({why}); {} per `on_timeout: {}` of `{}`",
