@@ -531,6 +531,190 @@ fn a_rule_on_open_also_stops_opens_for_writing_but_not_other_calls() {
     );
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Links and owner changes
+
+#[test]
+fn links_and_symlinks_are_reported_as_creates_with_what_they_refer_to() {
+    if skip() {
+        return;
+    }
+    let agent = Agent::start(Arc::new(ObserveAll));
+    let (_work, dir) = workdir();
+    fs::write(format!("{dir}/a"), "alpha").expect("write");
+    fs::create_dir(format!("{dir}/sub")).expect("mkdir");
+    // coreutils ln calls linkat and symlinkat; perl's link and symlink call link(2) and symlink(2).
+    let script = "set -e; ln a hard; ln -s a soft; cd sub; ln -s ../a up; ln -s /nonexistent-rw/t abs; cd ..; \
+                  perl -e 'link(q(a), q(plink)) or die $!; symlink(q(a), q(psym)) or die $!'";
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script]).current_dir(&dir);
+    let r = agent.run(&mut cmd);
+    assert!(r.status.success(), "{r:?}");
+    let Stopped { events, losses, .. } = agent.stop();
+    let seen = under(&events, &dir);
+    let got: Vec<_> = seen.iter().map(|e| summary(e, &dir)).collect();
+    let s = |p: &str| p.to_owned();
+    assert_eq!(
+        got,
+        vec![
+            (Activity::Create, s("hard"), Some(s("a"))),
+            (Activity::Create, s("soft"), Some(s("a"))),
+            (Activity::Create, s("sub/up"), Some(s("a")),),
+            (Activity::Create, s("sub/abs"), Some(s("/nonexistent-rw/t"))),
+            (Activity::Create, s("plink"), Some(s("a"))),
+            (Activity::Create, s("psym"), Some(s("a"))),
+        ],
+        "the new name is the path, what it refers to the new path (a relative symlink text joined with the \
+         link's directory): {seen:#?}"
+    );
+    let flags: Vec<_> = seen.iter().map(|e| e.file.as_ref().and_then(|f| f.flags)).collect();
+    assert_eq!(flags, vec![Some(0), None, None, None, None, None], "linkat's AT_* flags; the others have none");
+    assert!(seen.iter().all(|e| e.file.as_ref().is_some_and(|f| f.mode.is_none()) && !e.trusted));
+    assert_eq!(fs::read_to_string(format!("{dir}/hard")).expect("hard link"), "alpha", "the calls ran");
+    assert_eq!(fs::read_link(format!("{dir}/sub/up")).expect("symlink"), Path::new("../a"));
+    assert_eq!(losses.get(NAME).copied().unwrap_or_default(), (0, 0, 0), "nothing lost");
+}
+
+#[test]
+fn a_hard_link_to_a_file_an_open_rule_protects_is_refused_other_links_are_not() {
+    if skip() {
+        return;
+    }
+    let agent = Agent::start(Arc::new(DenyOpenOf("/protected")));
+    let (_work, dir) = workdir();
+    let p = |name: &str| format!("{dir}/{name}");
+    fs::write(p("protected"), "secret").expect("write");
+    fs::write(p("other"), "plain").expect("write");
+    let script = "ln protected h1; echo rc=$?; \
+                  perl -e 'link(q(protected), q(h2)) or print qq(perl $!\n)'; \
+                  ln other h3; echo rc=$?; ln -s protected s1; echo rc=$?; cat s1; echo rc=$?";
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script]).current_dir(&dir);
+    let r = agent.run(&mut cmd);
+    assert_eq!(
+        r.stdout, "rc=1\nperl Permission denied\nrc=0\nrc=0\nrc=1\n",
+        "the two hard links of the protected file refused with EACCES; the other link, the symlink allowed; \
+         reading through the symlink refused by the open rule: {r:?}"
+    );
+    assert_eq!(r.stderr.matches("Permission denied").count(), 2, "ln and cat: {r:?}");
+    assert!(!Path::new(&p("h1")).exists() && !Path::new(&p("h2")).exists(), "no link was created");
+    assert_eq!(fs::read_to_string(p("h3")).expect("h3"), "plain");
+    assert_eq!(fs::read_link(p("s1")).expect("s1"), Path::new("protected"));
+    let Stopped { events, .. } = agent.stop();
+    let seen: Vec<_> = under(&events, &dir)
+        .iter()
+        .map(|e| {
+            let (activity, path, new_path) = summary(e, &dir);
+            (activity, path, new_path, e.action, e.rule.clone())
+        })
+        .collect();
+    let s = |p: &str| p.to_owned();
+    let denied = (Action::Denied, Some(s(RULE)));
+    assert_eq!(
+        seen,
+        vec![
+            (Activity::Create, s("h1"), Some(s("protected")), denied.0, denied.1.clone()),
+            (Activity::Create, s("h2"), Some(s("protected")), denied.0, denied.1.clone()),
+            (Activity::Create, s("h3"), Some(s("other")), Action::Observed, None),
+            (Activity::Create, s("s1"), Some(s("protected")), Action::Observed, None),
+            (Activity::Open, s("protected"), None, denied.0, denied.1.clone()),
+        ],
+        "the link events keep their own activity (create); cat's open is reported on the resolved path"
+    );
+}
+
+/// (uid, gid) of `path` itself (a symlink not followed).
+fn owner_of(path: &str) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(path).expect("exists");
+    (m.uid(), m.gid())
+}
+
+#[test]
+fn owner_changes_are_reported_as_chmod_events() {
+    if skip() {
+        return;
+    }
+    let agent = Agent::start(Arc::new(ObserveAll));
+    let (_work, dir) = workdir();
+    let p = |name: &str| format!("{dir}/{name}");
+    for name in ["f1", "f2", "f3"] {
+        fs::write(p(name), name).expect("write");
+    }
+    std::os::unix::fs::symlink("f1", p("sl")).expect("symlink");
+    std::os::unix::fs::symlink("f2", p("sl2")).expect("symlink");
+    // coreutils chown calls fchownat (-h: with AT_SYMLINK_NOFOLLOW); perl's chown calls chown(2), or fchown(2) on
+    // a handle; POSIX::lchown calls lchown(2).
+    let script = "set -e; chown 4242:4243 f1; chown -h 4244 sl; \
+                  perl -MPOSIX -e 'chown(4245, 4246, q(f2)) or die $!; open(my $h, q(<), q(f3)) or die $!; \
+                  chown(4247, -1, $h) or die $!; POSIX::lchown(4248, 4249, q(sl2)) or die $!'";
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script]).current_dir(&dir);
+    let r = agent.run(&mut cmd);
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(owner_of(&p("f1")), (4242, 4243), "the calls ran");
+    assert_eq!((owner_of(&p("sl")).0, owner_of(&p("f2")), owner_of(&p("f3")).0), (4244, (4245, 4246), 4247));
+    assert_eq!(owner_of(&p("sl2")), (4248, 4249));
+    let Stopped { events, .. } = agent.stop();
+    let seen = under(&events, &dir);
+    let got: Vec<_> = seen.iter().map(|e| summary(e, &dir)).collect();
+    let s = |p: &str| p.to_owned();
+    assert_eq!(
+        got,
+        vec![
+            (Activity::Chmod, s("f1"), None),
+            (Activity::Chmod, s("sl"), None),
+            (Activity::Chmod, s("f2"), None),
+            (Activity::Open, s("f3"), None),
+            (Activity::Chmod, s("f3"), None),
+            (Activity::Chmod, s("sl2"), None),
+        ],
+        "the contract's attribute change; lchown and AT_SYMLINK_NOFOLLOW name the link, not its target: {seen:#?}"
+    );
+    let nofollow = Some(libc::AT_SYMLINK_NOFOLLOW as u32);
+    // perl opens with O_CLOEXEC.
+    let flags: Vec<_> =
+        seen.iter().map(|e| e.file.as_ref().and_then(|f| f.flags).map(|x| x & !(libc::O_CLOEXEC as u32))).collect();
+    assert_eq!(flags, vec![Some(0), nofollow, None, Some(0), None, nofollow]);
+    assert!(
+        seen.iter()
+            .filter(|e| e.activity == Activity::Chmod)
+            .all(|e| e.file.as_ref().is_some_and(|f| f.mode.is_none()))
+    );
+}
+
+#[test]
+fn a_deny_rule_on_a_path_refuses_chown_with_eacces() {
+    if skip() {
+        return;
+    }
+    let agent = Agent::start(Arc::new(DenyPaths(vec!["/denied".into()])));
+    let (_work, dir) = workdir();
+    let p = |name: &str| format!("{dir}/{name}");
+    fs::write(p("denied-f"), "keep").expect("write");
+    fs::write(p("allowed-f"), "x").expect("write");
+    let script = "chown 4242 denied-f; echo rc=$?; \
+                  perl -e 'chown(4243, -1, q(denied-f)) or print qq(perl $!\n)'; \
+                  chown 4244 allowed-f; echo rc=$?";
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script]).current_dir(&dir);
+    let r = agent.run(&mut cmd);
+    assert_eq!(r.stdout, "rc=1\nperl Permission denied\nrc=0\n", "{r:?}");
+    assert!(r.stderr.contains("Permission denied"), "{r:?}");
+    assert_eq!(owner_of(&p("denied-f")), (0, 0), "the owner is unchanged");
+    assert_eq!(owner_of(&p("allowed-f")).0, 4244);
+    let Stopped { events, .. } = agent.stop();
+    let seen: Vec<_> = under(&events, &dir).iter().map(|e| (summary(e, &dir).1, e.activity, e.action)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("denied-f".to_owned(), Activity::Chmod, Action::Denied),
+            ("denied-f".to_owned(), Activity::Chmod, Action::Denied),
+            ("allowed-f".to_owned(), Activity::Chmod, Action::Observed),
+        ]
+    );
+}
+
 /// Denies everything, but only after `delay` (a policy too slow for the hook's timeout).
 struct SlowDeny(Duration);
 
@@ -868,6 +1052,143 @@ fn file_hook_path_never_allocates() {
     deny.stop();
     assert_eq!(under(&monitor_events, &dirs[0].1).len(), all_expectations().len(), "the armed runs were reported");
     assert_eq!(under(&verdict_events, &dirs[1].1).len(), all_expectations().len() + 1);
+}
+
+/// The link and owner calls, each with the allocator trap armed around it (with `RW_TRAP=1` and malloc_trap.so);
+/// `link_ops DIR PREFIX` names every new file and changed file `PREFIX...` (`PREFIXf` and `PREFIXg` must exist),
+/// and prints "NAME ok|fail ERRNO".
+const LINK_OPS_C: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static void (*arm)(int);
+static char name_buf[8][64];
+static const char *n(int i, const char *prefix, const char *what)
+{
+	snprintf(name_buf[i], sizeof name_buf[i], "%s%s", prefix, what);
+	return name_buf[i];
+}
+#define CALL(name, expr)                                                                                          \
+	do {                                                                                                       \
+		if (arm)                                                                                           \
+			arm(1);                                                                                    \
+		int rc_ = (expr);                                                                                  \
+		int e_ = errno;                                                                                    \
+		if (arm)                                                                                           \
+			arm(0);                                                                                    \
+		if (rc_ == 0)                                                                                      \
+			printf("%s ok\n", name);                                                                   \
+		else                                                                                               \
+			printf("%s fail %d\n", name, e_);                                                          \
+	} while (0)
+
+int main(int argc, char **argv)
+{
+	if (argc != 3 || chdir(argv[1]) != 0)
+		return 2;
+	const char *p = argv[2];
+	int dirfd = open(".", O_RDONLY | O_DIRECTORY);
+	n(0, p, "f");
+	int fd2 = open(n(1, p, "g"), O_RDONLY);
+	if (dirfd < 0 || fd2 < 0)
+		return 3;
+	n(2, p, "link");
+	n(3, p, "linkat");
+	n(4, p, "symlink");
+	n(5, p, "symlinkat");
+	if (getenv("RW_TRAP"))
+		arm = (void (*)(int))dlsym(RTLD_DEFAULT, "rw_trap_arm");
+	CALL("link", link(name_buf[0], name_buf[2]));
+	CALL("linkat", linkat(dirfd, name_buf[0], dirfd, name_buf[3], 0));
+	CALL("symlink", symlink(name_buf[0], name_buf[4]));
+	CALL("symlinkat", symlinkat(name_buf[0], dirfd, name_buf[5]));
+	CALL("chown", chown(name_buf[0], 4242, 4242));
+	CALL("lchown", lchown(name_buf[1], 4243, 4243));
+	CALL("fchownat", fchownat(dirfd, name_buf[1], 4244, 4244, AT_SYMLINK_NOFOLLOW));
+	CALL("fchown", fchown(fd2, 4245, 4245));
+	return 0;
+}
+"#;
+
+#[test]
+fn link_and_owner_hooks_never_allocate_also_in_a_sandbox() {
+    let Some(h) = helpers_unless_skipped() else { return };
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("file-preload");
+    fs::create_dir_all(&out).expect("mkdir");
+    let (src, bin) = (out.join("link_ops.c"), out.join("link_ops"));
+    fs::write(&src, LINK_OPS_C).expect("write the helper");
+    let built = Command::new("cc").args(["-Wall", "-O1", "-o"]).arg(&bin).arg(&src).output().expect("cc runs");
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let lib = hook_lib().expect("built");
+    let preload = format!("{}:{}", h.malloc_trap.display(), lib.display());
+    let sock_dir = tempfile::tempdir().expect("tempdir");
+    let absent = sock_dir.path().join("absent.sock");
+    let monitor = Agent::start(Arc::new(ObserveAll));
+    let deny = Agent::start(Arc::new(DenyChangesOf("/denied")));
+    let names = ["link", "linkat", "symlink", "symlinkat", "chown", "lchown", "fchownat", "fchown"];
+    let armed = |dir: &str, prefix: &str, socket: &Path, shadow: Option<&Path>| {
+        for name in ["f", "g"] {
+            fs::write(format!("{dir}/{prefix}{name}"), name).expect("write");
+        }
+        let mut cmd = Command::new(&bin);
+        cmd.args([dir, prefix]).env("LD_PRELOAD", &preload).env("RINGWATCH_HOOK_SOCKET", socket).env("RW_TRAP", "1");
+        if let Some(upper) = shadow {
+            cmd.env("RINGWATCH_SANDBOX_SHADOW", format!("{dir}\t{}", upper.display()));
+        }
+        let r = run(&mut cmd);
+        assert!(r.status.success() && !r.stderr.contains("malloc_trap"), "allocation on the hook path: {r:?}");
+        outcomes(&r.stdout)
+    };
+    let all_are = |out: &BTreeMap<String, String>, want: &str| {
+        assert_eq!(out.len(), names.len(), "{out:?}");
+        assert!(out.values().all(|v| v == want), "{out:?}");
+    };
+    let (_w1, plain) = workdir();
+    all_are(&armed(&plain, "", &monitor.socket, None), "ok");
+    let (_w2, denied) = workdir();
+    all_are(&armed(&denied, "denied-", &deny.socket, None), "fail 13");
+    // The sandbox's copy-up, symlink and link paths (no agent: the absent socket).
+    let (_w3, boxed) = workdir();
+    let (_w4, upper) = workdir();
+    all_are(&armed(&boxed, "", &absent, Some(Path::new(&upper))), "ok");
+    let mut real: Vec<String> = fs::read_dir(&boxed)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    real.sort();
+    assert_eq!(real, vec!["f", "g"], "nothing new reached the sandboxed directory");
+    assert_eq!(owner_of(&format!("{boxed}/f")), (0, 0), "nor a chown");
+    // GAP (documented): g was opened read-only before any copy-up, so fchown of that descriptor reaches the real g.
+    assert_eq!(owner_of(&format!("{boxed}/g")), (4245, 4245));
+    for name in ["f", "g", "link", "linkat", "symlink", "symlinkat"] {
+        assert!(fs::symlink_metadata(format!("{upper}/{name}")).is_ok(), "{name} is in the shadow");
+    }
+    assert_eq!(owner_of(&format!("{upper}/f")), (4242, 4242), "chown changed the copy");
+    assert_eq!(owner_of(&format!("{upper}/g")), (4244, 4244), "lchown, then fchownat, changed the copy");
+    let monitor_events = monitor.stop().events;
+    deny.stop();
+    let seen: Vec<_> = under(&monitor_events, &plain).iter().map(|e| e.activity).collect();
+    let (o, c, m) = (Activity::Open, Activity::Create, Activity::Chmod);
+    assert_eq!(seen, vec![o, o, c, c, c, c, m, m, m, m], "the directory's and g's opens, then one event per call");
+}
+
+/// Denies every file event but `open` whose path contains the needle.
+struct DenyChangesOf(&'static str);
+
+impl Decider for DenyChangesOf {
+    fn decide(&self, ev: &Event, _parent_exe: Option<&str>) -> Decision {
+        match &ev.file {
+            Some(f) if ev.activity != Activity::Open && f.path.contains(self.0) => {
+                Decision { action: Action::Denied, rule: Some(RULE.into()) }
+            }
+            _ => Decision::default(),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

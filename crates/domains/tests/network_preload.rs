@@ -1,19 +1,20 @@
 //! The preload network backend end to end, as root, in private network namespaces: the hook library injected with
-//! LD_PRELOAD into the C helper `tests/data/net_client.c` (compiled at test time, dynamically and once with
-//! `-static`), a `NetworkPreload` agent on a temporary socket, real servers (the same helper's `serve` mode)
-//! inside the namespace, the real policy crate for block and redirect rules, and the real loopback proxy for
-//! redirects.
+//! LD_PRELOAD into the C helpers `tests/data/net_client.c` (compiled at test time, dynamically and once with
+//! `-static`) and `tests/data/net_peer.c` (both ends of a TCP connection with exact byte counts, `sendmmsg`,
+//! closes that must not be reported), a `NetworkPreload` agent on a temporary socket, real servers (the helpers'
+//! `serve` modes) inside the namespace, the real policy crate for block and redirect rules, and the real loopback
+//! proxy for redirects.
 //!
 //! Known gaps are asserted, not hidden: a static binary and a raw `syscall(SYS_connect)` are not seen.
 
 mod common;
 
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -40,25 +41,27 @@ fn skip() -> bool {
     false
 }
 
-/// The helper, dynamic and static.
+/// The helpers: net_client dynamic and static, net_peer, and the allocator trap.
 struct Helpers {
     dynamic: PathBuf,
     fully_static: PathBuf,
     malloc_trap: PathBuf,
+    peer: PathBuf,
 }
 
 fn helpers() -> Option<&'static Helpers> {
     static BINS: OnceLock<Option<Helpers>> = OnceLock::new();
     BINS.get_or_init(|| {
-        let [dynamic, fully_static, malloc_trap] = build_c_helpers(
+        let [dynamic, fully_static, malloc_trap, peer] = build_c_helpers(
             "network-preload",
             [
                 (&["-Wall", "-O1"], "net_client.c", "net_client"),
                 (&["-static", "-O1"], "net_client.c", "net_client_static"),
                 (&["-shared", "-fPIC", "-Wall"], "malloc_trap.c", "malloc_trap.so"),
+                (&["-Wall", "-O1"], "net_peer.c", "net_peer"),
             ],
         )?;
-        Some(Helpers { dynamic, fully_static, malloc_trap })
+        Some(Helpers { dynamic, fully_static, malloc_trap, peer })
     })
     .as_ref()
 }
@@ -98,6 +101,29 @@ impl Agent {
         run(&mut cmd)
     }
 
+    /// Starts `net_peer serve ADDR PORT NIN NOUT ACCEPT` inside `ns`, hooked, with `env` added; returns once it
+    /// listens, or `None` (after printing why) when it cannot listen on `addr`.
+    fn serve(&self, ns: &NetNs, preload: &str, env: &[(&str, &str)], args: [&str; 5]) -> Option<HookedServer> {
+        let mut cmd = ns.command(&helpers().expect("checked by skip()").peer);
+        cmd.arg("serve")
+            .args(args)
+            .envs(env.iter().copied())
+            .env("LD_PRELOAD", preload)
+            .env("RINGWATCH_HOOK_SOCKET", &self.socket)
+            .env("RINGWATCH_HOOK_TIMEOUT_MS", "2000");
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().expect("spawn server");
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("server's first line");
+        if line.trim() != "listening" {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("skipping the {} part: the server could not listen there: {}", args[0], line.trim());
+            return None;
+        }
+        Some(HookedServer { child, out })
+    }
+
     fn wait_for(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
         self.running.wait_for(Duration::from_secs(5), pred).unwrap_or_else(|| panic!("no event: {what}"))
     }
@@ -113,6 +139,27 @@ impl Agent {
             false
         });
         out.into_inner()
+    }
+}
+
+/// A hooked `net_peer serve` that said it listens.
+struct HookedServer {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl HookedServer {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it to end; its last line.
+    fn finish(mut self) -> String {
+        let mut rest = String::new();
+        self.out.read_to_string(&mut rest).expect("server output");
+        let status = self.child.wait().expect("wait");
+        assert!(status.code().is_some(), "server killed by a signal ({status:?}): {rest}");
+        rest.trim().to_owned()
     }
 }
 
@@ -295,6 +342,108 @@ fn redirect_rule_sends_the_connection_through_the_proxy() {
     agent.running.stop();
 }
 
+/// Waits until something accepts TCP connections on `addr` inside `ns`.
+fn wait_listening(ns: &NetNs, addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if ns.spawn(move || std::net::TcpStream::connect(addr).is_ok()).join().unwrap_or(false) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {addr}");
+}
+
+#[test]
+fn redirect_rule_sends_a_tls_connection_through_the_proxy_with_its_sni() {
+    if skip() {
+        return;
+    }
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipping: openssl not installed");
+        return;
+    }
+    let Some(ns) = netns("nprt") else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=tls.example.test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl req runs");
+    assert!(made.success(), "a self-signed certificate");
+    // The real TLS server, not hooked.
+    let mut server = ns
+        .command("openssl")
+        .args(["s_server", "-accept", "127.0.0.1:8443", "-www"])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn openssl s_server");
+    let upstream: SocketAddr = "127.0.0.1:8443".parse().expect("addr");
+    wait_listening(&ns, upstream);
+    let proxy = ns.spawn(|| Proxy::start(&ProxyConfig::default())).join().expect("proxy thread");
+    let proxy = Arc::new(proxy.unwrap_or_else(|e| panic!("proxy: {e}")));
+    let decider = policy(
+        "rules:\n  - id: tls-via-proxy\n    domain: network\n    match: { dst_port: [8443] }\n    action: redirect\n",
+    );
+    let hook_dir = tempfile::tempdir().expect("tempdir");
+    let source =
+        NetworkPreload::start_with_proxy(&hook_dir.path().join("hook.sock"), decider, NetVerdicts::Auto, proxy.clone())
+            .expect("bind");
+    let agent = Agent::start_source(source, hook_dir);
+
+    // A hooked `openssl s_client` with SNI: its connect is redirected, the handshake goes through the proxy.
+    let mut client = ns
+        .command("openssl")
+        .args(["s_client", "-connect", "127.0.0.1:8443", "-servername", "tls.example.test", "-quiet"])
+        .env("LD_PRELOAD", hook_lib().expect("checked by skip()"))
+        .env("RINGWATCH_HOOK_SOCKET", &agent.socket)
+        .env("RINGWATCH_HOOK_TIMEOUT_MS", "2000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn openssl s_client");
+    let pid = client.id();
+    {
+        use std::io::Write;
+        client.stdin.take().expect("stdin").write_all(b"GET / HTTP/1.0\r\n\r\n").expect("send request");
+    }
+    let out = client.wait_with_output().expect("s_client ran");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains("200 ok"), "the TLS request reached the real server through the proxy: {page:.200}");
+
+    let connect = agent.wait_for("redirected TLS connect", |e| {
+        e.activity == Activity::Connect && e.action == Action::Redirected && e.process.pid == pid
+    });
+    assert_eq!(connect.rule.as_deref(), Some("tls-via-proxy"));
+    assert_eq!(connect.network.as_ref().and_then(|n| n.original_dst.as_deref()), Some("127.0.0.1:8443"));
+    let close = agent.wait_for("proxied TLS close with SNI", |e| {
+        e.activity == Activity::Close && e.network.as_ref().is_some_and(|n| n.tls.is_some())
+    });
+    let n = close.network.expect("network facts");
+    assert_eq!(n.tls.map(|t| t.sni).as_deref(), Some("tls.example.test"));
+    assert_eq!(n.original_dst.as_deref(), Some("127.0.0.1:8443"));
+    assert!(n.bytes_in.unwrap_or(0) > 500, "the server's certificate and page came back: {:?}", n.bytes_in);
+    let connects = agent.events(|e| e.activity == Activity::Connect && e.process.pid == pid);
+    assert_eq!(connects.len(), 1, "one redirected connection, one connect event: {connects:#?}");
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(proxy);
+    agent.running.stop();
+}
+
 #[test]
 fn redirect_header_reaches_a_listener_before_the_application_bytes() {
     if skip() {
@@ -392,7 +541,7 @@ fn bad_input_on_the_agent_socket_is_counted_as_malformed() {
 }
 
 #[test]
-fn connect_and_send_hook_paths_never_allocate() {
+fn connect_send_accept_and_close_hook_paths_never_allocate() {
     if skip() {
         return;
     }
@@ -408,8 +557,8 @@ fn connect_and_send_hook_paths_never_allocate() {
         NetworkPreloadConfig::default(),
     );
     let absent = monitor._dir.path().join("absent.sock");
-    let armed = |socket: &Path, args: &[&str]| {
-        let mut cmd = ns.command(&h.dynamic);
+    let armed_bin = |bin: &Path, socket: &Path, args: &[&str]| {
+        let mut cmd = ns.command(bin);
         cmd.args(args).env("LD_PRELOAD", &preload).env("RINGWATCH_HOOK_SOCKET", socket).env("RW_TRAP", "1");
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
         let mut out = String::new();
@@ -421,6 +570,7 @@ fn connect_and_send_hook_paths_never_allocate() {
         assert!(status.code().is_some(), "killed by a signal ({status:?}): {err}");
         out
     };
+    let armed = |socket: &Path, args: &[&str]| armed_bin(&h.dynamic, socket, args);
     // The whole path: session connect + hello, the report (monitor), request + verdict (verdict), and nothing but
     // the failed connect (absent agent).
     for socket in [&monitor.socket, &verdict.socket, &absent] {
@@ -431,6 +581,22 @@ fn connect_and_send_hook_paths_never_allocate() {
     assert_eq!(armed(&block.socket, &["udp", "127.0.0.1", "5356", "3"]).trim(), format!("err {}", libc::EACCES));
     monitor.wait_for("armed connect reported", |e| e.activity == Activity::Connect && dst_is(e, 8087));
     verdict.wait_for("armed connect asked about", |e| e.activity == Activity::Connect && dst_is(e, 8087));
+    // accept/accept4 and the close of both ends (net_peer arms the trap around them), sendmmsg, and the closes
+    // that are not reported.
+    for (agent, port_n, accept_fn) in [(&monitor, 8094u16, "accept"), (&verdict, 8095, "accept4")] {
+        let port = &port_n.to_string();
+        let server = agent
+            .serve(&ns, &preload, &[("RW_TRAP", "1")], ["127.0.0.1", port, "5000", "700", accept_fn])
+            .expect("an IPv4 loopback server");
+        let out = armed_bin(&h.peer, &agent.socket, &["client", "127.0.0.1", port, "5000", "700"]);
+        assert!(out.starts_with("ok "), "armed client: {out}");
+        assert!(server.finish().starts_with("ok "), "armed server");
+        agent.wait_for("armed close reported", |e| e.activity == Activity::Close && dst_is(e, port_n));
+        assert_eq!(armed_bin(&h.peer, &agent.socket, &["mmsg", "127.0.0.1", "5357", "5358", "5357"]).trim(), "sent 3");
+        assert_eq!(armed_bin(&h.peer, &agent.socket, &["closes", "127.0.0.1", "8087"]).trim(), "ok");
+    }
+    assert_eq!(armed_bin(&h.peer, &absent, &["mmsg", "127.0.0.1", "5357", "5358"]).trim(), "sent 2");
+    assert_eq!(armed_bin(&h.peer, &block.socket, &["mmsg", "127.0.0.1", "5357", "5356"]).trim(), "sent 1");
     let _ = srv.kill();
     let _ = srv.wait();
     for a in [monitor, verdict, block] {
@@ -494,5 +660,125 @@ fn hooked_lookup_answered_by_a_local_dns_server_is_a_dns_event() {
     assert_eq!((ev.process.pid, ev.trusted), (pid, false), "unshare and sh exec'd into the helper: same pid");
     let _ = dnsmasq.kill();
     let _ = dnsmasq.wait();
+    agent.running.stop();
+}
+
+fn network(e: &Event) -> &ringwatch_core::event::NetworkInfo {
+    e.network.as_ref().expect("network facts")
+}
+
+#[test]
+fn hooked_accept_and_both_closes_are_reported_with_the_tuple_and_exact_bytes() {
+    if skip() {
+        return;
+    }
+    let Some(ns) = netns("npx") else { return };
+    let agent = Agent::start(Arc::new(ObserveAll), NetworkPreloadConfig::default());
+    let h = helpers().expect("checked");
+    let hook = hook_lib().expect("checked").display().to_string();
+    // Sizes past one segment and one socket buffer each way.
+    let (up, down) = (300_000u64, 70_001u64);
+    for (addr, port, accept_fn) in [("127.0.0.1", 8091u16, "accept"), ("::1", 8092, "accept4")] {
+        let (port_s, up_s, down_s) = (port.to_string(), up.to_string(), down.to_string());
+        let Some(server) = agent.serve(&ns, &hook, &[], [addr, &port_s, &up_s, &down_s, accept_fn]) else {
+            continue;
+        };
+        let server_pid = server.pid();
+        let (client_pid, out) = agent.run(&ns, &h.peer, &["client", addr, &port_s, &up_s, &down_s]);
+        let fields: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(fields.first(), Some(&"ok"), "client: {out}");
+        let client_port: u16 = fields[1].parse().expect("client port");
+        assert_eq!(
+            (fields[2], fields[3]),
+            ("0", libc::EDOM.to_string().as_str()),
+            "close returned 0 and left errno as it was (EDOM)"
+        );
+        assert_eq!(server.finish(), format!("ok {client_port}"), "the server saw the client's port");
+
+        let accept = agent.wait_for("accept", |e| e.activity == Activity::Accept && e.process.pid == server_pid);
+        let net = network(&accept);
+        assert!(!accept.trusted, "hook facts are untrusted");
+        assert_eq!((net.protocol.as_str(), net.direction.as_deref()), ("tcp", Some("inbound")));
+        assert_eq!((net.src_ip.as_deref(), net.src_port), (Some(addr), Some(client_port)), "src is the peer");
+        assert_eq!((net.dst_ip.as_deref(), net.dst_port), (Some(addr), Some(port)), "dst is the local address");
+
+        let server_close =
+            agent.wait_for("server close", |e| e.activity == Activity::Close && e.process.pid == server_pid);
+        let net = network(&server_close);
+        assert_eq!(net.direction.as_deref(), Some("inbound"));
+        assert_eq!((net.src_port, net.dst_port, net.dst_ip.as_deref()), (Some(client_port), Some(port), Some(addr)));
+        assert_eq!((net.bytes_in, net.bytes_out), (Some(up), Some(down)), "server's counters: {net:?}");
+        assert!(net.duration_us.is_some_and(|d| d > 0), "{net:?}");
+
+        let client_close =
+            agent.wait_for("client close", |e| e.activity == Activity::Close && e.process.pid == client_pid);
+        let net = network(&client_close);
+        assert_eq!(net.direction.as_deref(), Some("outbound"));
+        assert_eq!((net.src_port, net.dst_port, net.dst_ip.as_deref()), (Some(client_port), Some(port), Some(addr)));
+        assert_eq!((net.bytes_out, net.bytes_in), (Some(up), Some(down)), "client's counters: {net:?}");
+        assert!(net.duration_us.is_some_and(|d| d > 0), "{net:?}");
+        assert!(!client_close.trusted);
+
+        // One accept and one close per side: the listener's close is no connection.
+        let closes = agent
+            .events(|e| e.activity == Activity::Close && (e.process.pid == server_pid || e.process.pid == client_pid));
+        assert_eq!(closes.len(), 2, "{closes:?}");
+        let accepts = agent.events(|e| e.activity == Activity::Accept && e.process.pid == server_pid);
+        assert_eq!(accepts.len(), 1, "{accepts:?}");
+    }
+    let stopped = agent.running.stop();
+    assert_eq!(stopped.losses.get(NAME).copied().unwrap_or_default(), (0, 0, 0), "nothing lost or malformed");
+}
+
+#[test]
+fn sendmmsg_is_reported_once_per_destination_and_blocked_like_sendmsg() {
+    if skip() {
+        return;
+    }
+    let Some(ns) = netns("npm3") else { return };
+    let peer = &helpers().expect("checked").peer;
+    let agent = Agent::start(Arc::new(ObserveAll), NetworkPreloadConfig::default());
+    let (pid, out) = agent.run(&ns, peer, &["mmsg", "127.0.0.1", "6001", "6002", "6001"]);
+    assert_eq!(out.trim(), "sent 3");
+    agent.wait_for("second destination", |e| e.process.pid == pid && dst_is(e, 6002));
+    let sends = agent.events(|e| e.process.pid == pid && e.activity == Activity::Send);
+    let mut ports: Vec<u16> = sends.iter().filter_map(|e| network(e).dst_port).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, [6001, 6002], "3 messages to 2 destinations: 2 events: {sends:?}");
+    assert!(sends.iter().all(|e| network(e).bytes_out == Some(16) && network(e).protocol == "udp"));
+    agent.running.stop();
+
+    let block = Agent::start(
+        policy("rules:\n  - id: no-6004\n    domain: network\n    match: { dst_port: [6004] }\n    action: block\n"),
+        NetworkPreloadConfig::default(),
+    );
+    // A denied message stops the batch where it is, as a failing message does in the kernel.
+    let (_, out) = block.run(&ns, peer, &["mmsg", "127.0.0.1", "6003", "6004", "6003"]);
+    assert_eq!(out.trim(), "sent 1", "the message before the denied one went");
+    let ev = block.wait_for("blocked sendmmsg", |e| e.activity == Activity::Send && dst_is(e, 6004));
+    assert_eq!((ev.action, ev.rule.as_deref()), (Action::Blocked, Some("no-6004")));
+    let (_, out) = block.run(&ns, peer, &["mmsg", "127.0.0.1", "6004", "6003"]);
+    assert_eq!(out.trim(), format!("err {}", libc::EACCES), "a denied first message fails the call with EACCES");
+    block.running.stop();
+}
+
+#[test]
+fn closes_of_files_udp_sockets_and_stale_numbers_are_not_reported_and_keep_errno() {
+    if skip() {
+        return;
+    }
+    let Some(ns) = netns("npq") else { return };
+    let mut srv = server(&ns, 8093, 8000);
+    let agent = Agent::start(Arc::new(ObserveAll), NetworkPreloadConfig::default());
+    let (pid, out) = agent.run(&ns, &helpers().expect("checked").peer, &["closes", "127.0.0.1", "8093"]);
+    assert_eq!(out.trim(), "ok", "every close returned what the real close returns, errno included");
+    // Control: the helper's connects were seen, so the hook was there for its closes.
+    agent.wait_for("udp connect", |e| e.process.pid == pid && e.activity == Activity::Connect && dst_is(e, 8093));
+    let connects = agent.events(|e| e.process.pid == pid && e.activity == Activity::Connect);
+    assert_eq!(connects.len(), 3, "one UDP and two TCP connects through libc: {connects:?}");
+    let closes = agent.events(|e| e.process.pid == pid && e.activity == Activity::Close);
+    assert!(closes.is_empty(), "no close is a seen TCP connection closed through close(): {closes:?}");
+    let _ = srv.kill();
+    let _ = srv.wait();
     agent.running.stop();
 }

@@ -1,4 +1,5 @@
-//! File-domain messages (`0x02xx`): one hooked libc file call (open, unlink, rename, chmod, mkdir, ...).
+//! File-domain messages (`0x02xx`): one hooked libc file call (open, unlink, rename, chmod, mkdir, link, symlink,
+//! chown, ...).
 //!
 //! The same body travels as two kinds. [`MessageKind::FILE_REQUEST`] is sent *before* the call and waits for a
 //! [`crate::Verdict`] (only when the agent said a policy rule could deny, see [`crate::CONFIG_FILE_VERDICT`]);
@@ -16,15 +17,22 @@
 //!  16    4  uid         real uid at the call (claimed; lets the agent notice a setuid since the session began)
 //!  20    4  euid
 //!  24    4  call_flags  open(2) flags for the open family (fopen's mode string translated), AT_* flags of
-//!                       unlinkat/fchmodat, RENAME_* flags of renameat2, 0 otherwise
+//!                       unlinkat/fchmodat/linkat/fchownat (lchown: AT_SYMLINK_NOFOLLOW), RENAME_* flags of
+//!                       renameat2, 0 otherwise
 //!  28    4  mode        creation mode (open with O_CREAT/O_TMPFILE, creat, mkdir) or the new mode (chmod); 0 else
 //!  32    4  result      i32: -1 in a request; 0 (success) or the call's errno in a report
 //!  36    4  dropped     reports this process could not send since its last sent one (its socket was full)
 //!  40    2  path_len
-//!  42    2  new_path_len   non-zero exactly for the rename family
+//!  42    2  new_path_len   non-zero exactly for the two-path calls ([`FileOp::has_new_path`])
 //!  44    .  path, new_path: absolute (the hook joins a relative path with the cwd or the dirfd's target) unless
 //!           FILE_FLAG_(NEW_)PATH_UNRESOLVED says the base could not be read and the path is as the caller gave it
 //! ```
+//!
+//! Which path is which: the rename family sends the old name as `path` and the new one as `new_path`. The link
+//! family ([`FileOp::links`]) sends the name it creates as `path` and what that name refers to as `new_path`: for
+//! `link`/`linkat` the existing file (its path, joined like any path), for `symlink`/`symlinkat` the link's text
+//! (a relative text joined with the directory of the new link, which is where the kernel resolves it from). The
+//! owner a chown-family call sets is not carried (the event contract has no field for it).
 
 use core::fmt;
 
@@ -104,6 +112,14 @@ wire_enum! {
         Openat2 = 25 => "__openat_2",
         /// `__openat64_2`.
         Openat64_2 = 26 => "__openat64_2",
+        Link = 27 => "link",
+        Linkat = 28 => "linkat",
+        Symlink = 29 => "symlink",
+        Symlinkat = 30 => "symlinkat",
+        Chown = 31 => "chown",
+        Lchown = 32 => "lchown",
+        Fchownat = 33 => "fchownat",
+        Fchown = 34 => "fchown",
     }
 }
 
@@ -127,9 +143,19 @@ impl FileOp {
         )
     }
 
-    /// The rename family: the message carries `new_path`.
+    /// The rename family: `path` is the old name, `new_path` the new one.
     pub fn renames(self) -> bool {
         matches!(self, FileOp::Rename | FileOp::Renameat | FileOp::Renameat2)
+    }
+
+    /// The link family (hard and symbolic links): `path` is the name created, `new_path` what it refers to.
+    pub fn links(self) -> bool {
+        matches!(self, FileOp::Link | FileOp::Linkat | FileOp::Symlink | FileOp::Symlinkat)
+    }
+
+    /// The calls whose message carries `new_path` (required, non-empty): the rename and link families.
+    pub fn has_new_path(self) -> bool {
+        self.renames() || self.links()
     }
 
     /// Calls that may act on a directory and say so with [`FILE_FLAG_DIRECTORY`].
@@ -157,7 +183,8 @@ impl FileActivity {
     /// - open family: `create` for `O_TMPFILE`, or for `O_CREAT` when the file did not exist before the call (or
     ///   `O_EXCL`, which fails otherwise); else `write` when opened for writing or truncating; else `open`;
     /// - truncate: `write`; unlink, unlinkat, rmdir, remove: `delete`; the rename family: `rename`;
-    ///   chmod, fchmod, fchmodat: `chmod`; mkdir, mkdirat: `create`.
+    ///   chmod, fchmod, fchmodat, and the owner changes chown, lchown, fchownat, fchown: `chmod` (the contract's
+    ///   one attribute-change activity); mkdir, mkdirat, link, linkat, symlink, symlinkat: `create`.
     pub fn classify(op: FileOp, flags: u16) -> FileActivity {
         let has = |f: u16| flags & f != 0;
         if op.opens() {
@@ -175,8 +202,14 @@ impl FileActivity {
             FileOp::Truncate | FileOp::Truncate64 => FileActivity::Write,
             FileOp::Unlink | FileOp::Unlinkat | FileOp::Rmdir | FileOp::Remove => FileActivity::Delete,
             FileOp::Rename | FileOp::Renameat | FileOp::Renameat2 => FileActivity::Rename,
-            FileOp::Chmod | FileOp::Fchmod | FileOp::Fchmodat => FileActivity::Chmod,
-            // mkdir/mkdirat; the open family returned above.
+            FileOp::Chmod
+            | FileOp::Fchmod
+            | FileOp::Fchmodat
+            | FileOp::Chown
+            | FileOp::Lchown
+            | FileOp::Fchownat
+            | FileOp::Fchown => FileActivity::Chmod,
+            // mkdir/mkdirat and the link family; the open family returned above.
             _ => FileActivity::Create,
         }
     }
@@ -218,7 +251,7 @@ pub struct FileMessage<'a> {
     pub dropped: u32,
     /// Absolute path (see [`FILE_FLAG_PATH_UNRESOLVED`]).
     pub path: &'a [u8],
-    /// The rename target; `None` outside the rename family.
+    /// The rename target, or what a link refers to ([`FileOp::has_new_path`]); `None` for other calls.
     pub new_path: Option<&'a [u8]>,
 }
 
@@ -264,7 +297,8 @@ pub struct PathFill {
 }
 
 /// Writes a file message into a fixed buffer: [`FileEncoder::request`] or [`FileEncoder::report`], then
-/// [`FileEncoder::path_with`] and (rename family) [`FileEncoder::new_path_with`], then [`FileEncoder::finish`].
+/// [`FileEncoder::path_with`] and (rename and link families) [`FileEncoder::new_path_with`], then
+/// [`FileEncoder::finish`].
 /// Nothing allocates or panics; a path that does not fit is cut and flagged.
 pub struct FileEncoder<'b> {
     out: Out<'b>,
@@ -307,9 +341,9 @@ impl<'b> FileEncoder<'b> {
         self.fill(0, f);
     }
 
-    /// Lets `f` write the rename target (only kept for the rename family).
+    /// Lets `f` write the rename target or link referent (only kept when [`FileOp::has_new_path`]).
     pub fn new_path_with(&mut self, f: impl FnOnce(&mut [u8]) -> PathFill) {
-        if self.fixed.op.renames() {
+        if self.fixed.op.has_new_path() {
             self.fill(1, f);
         }
     }
@@ -322,7 +356,7 @@ impl<'b> FileEncoder<'b> {
         });
     }
 
-    /// Copies the rename target in.
+    /// Copies the rename target or link referent in.
     pub fn new_path(&mut self, path: &[u8]) {
         self.new_path_with(|dst| {
             let len = copy_cut(path, dst);
@@ -442,7 +476,7 @@ pub(crate) fn decode_file(body: &[u8], wants_verdict: bool) -> Result<FileMessag
         return Err(DecodeError::FieldOverrun("trailing bytes"));
     }
     check_path(path, flags & FILE_FLAG_PATH_UNRESOLVED != 0, "path")?;
-    let new_path = if op.renames() {
+    let new_path = if op.has_new_path() {
         check_path(new_path, flags & FILE_FLAG_NEW_PATH_UNRESOLVED != 0, "new_path")?;
         Some(new_path)
     } else if new_path.is_empty() && flags & (FILE_FLAG_NEW_PATH_TRUNCATED | FILE_FLAG_NEW_PATH_UNRESOLVED) == 0 {
@@ -523,6 +557,30 @@ mod tests {
     }
 
     #[test]
+    fn link_family_carries_both_paths_and_chown_none() {
+        let mut buf = [0u8; FILE_MAX_LEN];
+        for op in [FileOp::Link, FileOp::Linkat, FileOp::Symlink, FileOp::Symlinkat] {
+            let n = report(op, 0, b"/tmp/new-link", b"/etc/target", &mut buf);
+            let m = file_msg(&buf[..n]);
+            assert_eq!((m.op, m.activity), (op, FileActivity::Create));
+            assert_eq!((m.path, m.new_path), (&b"/tmp/new-link"[..], Some(&b"/etc/target"[..])));
+            // A link without its referent is not a valid message.
+            let mut enc = FileEncoder::request(&mut buf, 3, fixed(op, 0)).unwrap();
+            enc.path(b"/tmp/new-link");
+            let n = enc.finish().unwrap();
+            assert_eq!(decode(&buf[..n]), Err(DecodeError::BadField("new_path")));
+        }
+        for op in [FileOp::Chown, FileOp::Lchown, FileOp::Fchownat, FileOp::Fchown] {
+            let mut enc = FileEncoder::request(&mut buf, 4, fixed(op, 0)).unwrap();
+            enc.path(b"/srv/f");
+            enc.new_path(b"/ignored"); // not a two-path call: not written
+            let n = enc.finish().unwrap();
+            let m = file_msg(&buf[..n]);
+            assert_eq!((m.op, m.activity, m.new_path, m.result), (op, FileActivity::Chmod, None, None));
+        }
+    }
+
+    #[test]
     fn report_errno_is_carried_and_clamped() {
         let mut buf = [0u8; 256];
         let mut enc = FileEncoder::report(&mut buf, 1, fixed(FileOp::Unlink, 0), 2).unwrap();
@@ -558,8 +616,19 @@ mod tests {
         for op in [FileOp::Chmod, FileOp::Fchmod, FileOp::Fchmodat] {
             assert_eq!(c(op, 0), A::Chmod);
         }
+        for op in [FileOp::Chown, FileOp::Lchown, FileOp::Fchownat, FileOp::Fchown] {
+            assert_eq!(c(op, 0), A::Chmod, "an owner change is the contract's attribute change");
+            assert!(!op.has_new_path());
+        }
         assert_eq!(c(FileOp::Mkdir, FILE_FLAG_DIRECTORY), A::Create);
         assert_eq!(c(FileOp::Mkdirat, 0), A::Create);
+        for op in [FileOp::Link, FileOp::Linkat, FileOp::Symlink, FileOp::Symlinkat] {
+            assert_eq!(c(op, 0), A::Create);
+            assert!(op.links() && op.has_new_path() && !op.renames());
+        }
+        // The new numbers follow the old ones; none is reused.
+        assert_eq!((FileOp::Link as u16, FileOp::Fchown as u16), (27, 34));
+        assert_eq!(FileOp::ALL.len(), 34);
         for op in FileOp::ALL {
             assert_eq!(FileOp::from_u16(op as u16), Some(op));
             assert!(!op.name().is_empty());
@@ -738,7 +807,7 @@ mod tests {
                 assert_eq!(h.len as usize, m.len());
                 assert_eq!(f.activity, FileActivity::classify(f.op, f.flags));
                 assert!(!f.path.is_empty() && f.path.len() <= MAX_PATH);
-                assert_eq!(f.new_path.is_some(), f.op.renames());
+                assert_eq!(f.new_path.is_some(), f.op.has_new_path());
             }
         }
         assert!(accepted < 50_000, "garbage must mostly be rejected");

@@ -121,9 +121,10 @@ pub use file::{
 };
 pub use net::{
     ANSWER_LEN, DNS_FIXED_LEN, DNS_FLAG_ANSWERS_TRUNCATED, DNS_FLAG_QUERY_TRUNCATED, DNS_MAX_LEN, DnsFixed, DnsMessage,
-    DnsOp, MAX_ANSWERS, MAX_QUERY, NET_FIXED_LEN, NET_FLAG_IN_PROGRESS, NET_LEN, NET_VERDICT_LEN, NetFixed, NetMessage,
-    NetOp, NetVerdict, PROTO_TCP, PROTO_UDP, PROXY_HEADER_LEN, PROXY_MAGIC, PROXY_VERSION, decode_proxy_header,
-    encode_dns, encode_net_report, encode_net_request, encode_net_verdict, encode_proxy_header,
+    DnsOp, MAX_ANSWERS, MAX_QUERY, NET_CLOSE_LEN, NET_CLOSE_TAIL_LEN, NET_FIXED_LEN, NET_FLAG_IN_PROGRESS,
+    NET_FLAG_INBOUND, NET_LEN, NET_VERDICT_LEN, NetClose, NetFixed, NetMessage, NetOp, NetVerdict, PROTO_TCP,
+    PROTO_UDP, PROXY_HEADER_LEN, PROXY_MAGIC, PROXY_VERSION, decode_proxy_header, encode_dns, encode_net_report,
+    encode_net_request, encode_net_verdict, encode_proxy_header,
 };
 
 use core::fmt;

@@ -1,11 +1,19 @@
-//! Network-domain messages (`0x03xx`): a hooked `connect`/`sendto`/`sendmsg` ([`NetMessage`]), a hooked name
+//! Network-domain messages (`0x03xx`): a hooked `connect`/`sendto`/`sendmsg`/`sendmmsg`, an `accept`/`accept4`
+//! and the `close` of a TCP socket the hook saw connect or accept ([`NetMessage`]), a hooked name
 //! lookup (`getaddrinfo`, `gethostbyname`, `gethostbyname2`: [`DnsMessage`]), and the agent's answer to a network
 //! request ([`NetVerdict`]), which besides allow/deny can say *redirect to the local proxy at this address*.
 //!
 //! Like the file messages, a connect/send travels as [`MessageKind::NET_REQUEST`] before the call (the hook waits
 //! for a [`MessageKind::NET_VERDICT`]; only when the agent said a rule could block, see [`crate::CONFIG_NET_VERDICT`])
-//! or as a one-way [`MessageKind::NET_REPORT`] after it, with the result. A lookup is always a one-way
-//! [`MessageKind::NET_DNS`] after the call with the answers the resolver returned.
+//! or as a one-way [`MessageKind::NET_REPORT`] after it, with the result. An accept and a close are never asked
+//! about: they are always one-way reports (a request with those ops is refused by the decoder). A lookup is always
+//! a one-way [`MessageKind::NET_DNS`] after the call with the answers the resolver returned.
+//!
+//! Accept, accept4 and close describe a connection rather than a call to a destination: `dst` is the remote end
+//! and `src` the local end, whichever side opened it, and [`NET_FLAG_INBOUND`] says the process accepted it. A
+//! close report is [`NET_CLOSE_LEN`] bytes: the 84 of every connect/send message plus a 24-byte tail with the
+//! connection's counters ([`NetClose`]); every other op is exactly [`NET_LEN`] bytes, as before the tail existed,
+//! so messages from older hooks still decode.
 //!
 //! ```text
 //! NET_REQUEST / NET_REPORT (after the header)
@@ -16,7 +24,7 @@
 //!  12  4  uid       real uid at the call, as claimed
 //!  16  4  result    i32: -1 in a request; 0 or the call's errno in a report (EINPROGRESS counts as 0 + flag)
 //!  20  4  dropped   reports this process could not send since its last sent one
-//!  24  4  bytes     sendto/sendmsg: bytes the caller asked to send; 0 for connect
+//!  24  4  bytes     sendto/sendmsg/sendmmsg: bytes the caller asked to send; 0 for connect, accept, close
 //!  28  1  family    4 or 6
 //!  29  1  protocol  6 (TCP) or 17 (UDP), from the socket's type
 //!  30  2  dst_port
@@ -24,6 +32,10 @@
 //!  48  2  src_port  0 when not known (requests; a failed call)
 //!  50  2  reserved  0
 //!  52 16  src_addr
+//!  -- close only (op 6), NET_REPORT only:
+//!  68  8  bytes_out  payload bytes the peer acknowledged (u64)
+//!  76  8  bytes_in   payload bytes received (u64)
+//!  84  8  duration_us since the connect or accept the hook saw (u64)
 //!
 //! NET_DNS (after the header)
 //!   0  2  op        DnsOp
@@ -56,8 +68,12 @@ use crate::{BufferTooSmall, DecodeError, HEADER_LEN, In, MessageKind, put_at, wr
 
 /// Size of the fixed part of a connect/send message (after the header).
 pub const NET_FIXED_LEN: usize = 68;
-/// Size of a connect/send message, header included (it has no variable part).
+/// Size of a connect/send/accept message, header included (it has no variable part).
 pub const NET_LEN: usize = HEADER_LEN + NET_FIXED_LEN;
+/// Size of the counters tail of a close report.
+pub const NET_CLOSE_TAIL_LEN: usize = 24;
+/// Size of a close report, header included.
+pub const NET_CLOSE_LEN: usize = NET_LEN + NET_CLOSE_TAIL_LEN;
 /// Size of the fixed part of a DNS message.
 pub const DNS_FIXED_LEN: usize = 28;
 /// Longest query name carried (a DNS name is at most 253 characters); longer ones are cut and flagged.
@@ -73,7 +89,9 @@ pub const NET_VERDICT_LEN: usize = HEADER_LEN + 28;
 
 /// Connect flag: a non-blocking connect that returned `EINPROGRESS` (reported with result 0).
 pub const NET_FLAG_IN_PROGRESS: u16 = 1 << 0;
-const NET_FLAGS_KNOWN: u16 = NET_FLAG_IN_PROGRESS;
+/// Accept/close flag: the process accepted this connection (it did not open it).
+pub const NET_FLAG_INBOUND: u16 = 1 << 1;
+const NET_FLAGS_KNOWN: u16 = NET_FLAG_IN_PROGRESS | NET_FLAG_INBOUND;
 
 /// DNS flag: the query name was cut to [`MAX_QUERY`].
 pub const DNS_FLAG_QUERY_TRUNCATED: u16 = 1 << 0;
@@ -89,12 +107,35 @@ pub const PROXY_VERSION: u8 = 1;
 pub const PROXY_HEADER_LEN: usize = 28;
 
 wire_enum! {
-    /// Which libc function made the connection or send.
+    /// Which libc function made the connection or send (or accepted or closed it).
     pub enum NetOp {
         Connect = 1 => "connect",
         Sendto = 2 => "sendto",
         Sendmsg = 3 => "sendmsg",
+        Accept = 4 => "accept",
+        Accept4 = 5 => "accept4",
+        Close = 6 => "close",
+        Sendmmsg = 7 => "sendmmsg",
     }
+}
+
+impl NetOp {
+    /// True for the ops that describe a connection (accept, accept4, close): always one-way reports, TCP only,
+    /// `dst` the remote end.
+    pub fn is_connection(self) -> bool {
+        matches!(self, NetOp::Accept | NetOp::Accept4 | NetOp::Close)
+    }
+}
+
+/// The counters a close report carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NetClose {
+    /// Payload bytes the peer acknowledged (`tcpi_bytes_acked` less the SYN and FIN it counts).
+    pub bytes_out: u64,
+    /// Payload bytes received (`tcpi_bytes_received` less the peer's FIN).
+    pub bytes_in: u64,
+    /// Microseconds since the connect or accept the hook saw.
+    pub duration_us: u64,
 }
 
 wire_enum! {
@@ -134,6 +175,8 @@ pub struct NetFixed {
     pub dst: SocketAddr,
     /// The local address, when known.
     pub src: Option<SocketAddr>,
+    /// The counters of a close (op [`NetOp::Close`] only; ignored for other ops).
+    pub close: Option<NetClose>,
 }
 
 /// A decoded connect/send message.
@@ -163,6 +206,8 @@ pub struct NetMessage {
     pub dst: SocketAddr,
     /// The local address when the hook knew it.
     pub src: Option<SocketAddr>,
+    /// The counters of a close (`Some` exactly when `op` is [`NetOp::Close`]).
+    pub close: Option<NetClose>,
 }
 
 /// The fixed facts of a lookup.
@@ -268,13 +313,17 @@ pub fn encode_net_request(buf: &mut [u8], seq: u32, fixed: &NetFixed) -> Result<
     encode_net(buf, MessageKind::NET_REQUEST, seq, fixed, -1)
 }
 
-/// Writes a connect/send report (after the call; `errno` 0 on success) into `buf`; returns its length.
+/// Writes a connect/send/accept/close report (after the call; `errno` 0 on success) into `buf`; returns its
+/// length: [`NET_CLOSE_LEN`] for a close (with `fixed.close`, zeros when `None`), else [`NET_LEN`].
 pub fn encode_net_report(buf: &mut [u8], seq: u32, fixed: &NetFixed, errno: i32) -> Result<usize, BufferTooSmall> {
     encode_net(buf, MessageKind::NET_REPORT, seq, fixed, errno.clamp(0, 4095))
 }
 
 fn encode_net(buf: &mut [u8], kind: MessageKind, seq: u32, f: &NetFixed, result: i32) -> Result<usize, BufferTooSmall> {
-    if buf.len() < NET_LEN {
+    // Only a close report has the counters tail.
+    let tail = kind == MessageKind::NET_REPORT && f.op == NetOp::Close;
+    let len = if tail { NET_CLOSE_LEN } else { NET_LEN };
+    if buf.len() < len {
         return Err(BufferTooSmall);
     }
     let h = HEADER_LEN;
@@ -297,18 +346,52 @@ fn encode_net(buf: &mut [u8], kind: MessageKind, seq: u32, f: &NetFixed, result:
     put_at(buf, h + 48, &src_port.to_le_bytes())?;
     put_at(buf, h + 50, &0u16.to_le_bytes())?;
     put_at(buf, h + 52, &src_addr)?;
-    write_header(buf, kind, NET_LEN, seq)?;
-    Ok(NET_LEN)
+    if tail {
+        let c = f.close.unwrap_or_default();
+        const TAIL: usize = NET_LEN;
+        put_at(buf, TAIL, &c.bytes_out.to_le_bytes())?;
+        put_at(buf, const { TAIL + 8 }, &c.bytes_in.to_le_bytes())?;
+        put_at(buf, const { TAIL + 16 }, &c.duration_us.to_le_bytes())?;
+    }
+    write_header(buf, kind, len, seq)?;
+    Ok(len)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let b: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
 }
 
 pub(crate) fn decode_net(body: &[u8], wants_verdict: bool) -> Result<NetMessage, DecodeError> {
-    if body.len() != NET_FIXED_LEN {
-        return Err(DecodeError::Short { need: NET_LEN, have: HEADER_LEN.saturating_add(body.len()) });
-    }
-    let mut r = In { bytes: body, pos: 0 };
+    let (fixed, tail) = match body.len() {
+        NET_FIXED_LEN => (body, None),
+        n if n == NET_FIXED_LEN + NET_CLOSE_TAIL_LEN => {
+            (body.get(..NET_FIXED_LEN).unwrap_or(&[]), body.get(NET_FIXED_LEN..))
+        }
+        _ => return Err(DecodeError::Short { need: NET_LEN, have: HEADER_LEN.saturating_add(body.len()) }),
+    };
+    let mut r = In { bytes: fixed, pos: 0 };
     let op = NetOp::from_u16(r.u16("op")?).ok_or(DecodeError::BadField("op"))?;
+    if wants_verdict && op.is_connection() {
+        // Accepts and closes are reported, never asked about.
+        return Err(DecodeError::BadField("op"));
+    }
+    // The counters tail comes with a close report and nothing else.
+    let close = match (op == NetOp::Close, tail) {
+        (true, Some(t)) => Some(NetClose {
+            bytes_out: u64_at(t, 0).ok_or(DecodeError::FieldOverrun("bytes_out"))?,
+            bytes_in: u64_at(t, 8).ok_or(DecodeError::FieldOverrun("bytes_in"))?,
+            duration_us: u64_at(t, 16).ok_or(DecodeError::FieldOverrun("duration_us"))?,
+        }),
+        (false, None) => None,
+        (true, None) => return Err(DecodeError::Short { need: NET_CLOSE_LEN, have: NET_LEN }),
+        (false, Some(_)) => return Err(DecodeError::FieldOverrun("trailing bytes")),
+    };
     let flags = r.flags(NET_FLAGS_KNOWN)?;
     if op != NetOp::Connect && flags & NET_FLAG_IN_PROGRESS != 0 {
+        return Err(DecodeError::BadField("flags"));
+    }
+    if !op.is_connection() && flags & NET_FLAG_INBOUND != 0 {
         return Err(DecodeError::BadField("flags"));
     }
     let pid = r.u32("pid")?;
@@ -326,7 +409,8 @@ pub(crate) fn decode_net(body: &[u8], wants_verdict: bool) -> Result<NetMessage,
         [f, p] => (*f, *p),
         _ => return Err(DecodeError::FieldOverrun("family")),
     };
-    if protocol != PROTO_TCP && protocol != PROTO_UDP {
+    let tcp_or_udp = protocol == PROTO_TCP || protocol == PROTO_UDP && !op.is_connection();
+    if !tcp_or_udp {
         return Err(DecodeError::BadField("protocol"));
     }
     let dst_port = r.u16("dst_port")?;
@@ -351,6 +435,7 @@ pub(crate) fn decode_net(body: &[u8], wants_verdict: bool) -> Result<NetMessage,
         protocol,
         dst: SocketAddr::new(dst_ip, dst_port),
         src,
+        close,
     })
 }
 
@@ -549,6 +634,7 @@ mod tests {
             protocol: PROTO_TCP,
             dst: dst.parse().unwrap(),
             src: None,
+            close: None,
         }
     }
 
@@ -644,6 +730,149 @@ mod tests {
         bad[5] = 5;
         assert!(decode_proxy_header(&bad).is_err());
         assert!(decode_proxy_header(&buf[..27]).is_err());
+    }
+
+    #[test]
+    fn accept_and_sendmmsg_round_trip_at_the_old_length() {
+        let mut buf = [0u8; NET_CLOSE_LEN];
+        let f = NetFixed {
+            flags: NET_FLAG_INBOUND,
+            src: Some("127.0.0.1:8080".parse().unwrap()),
+            ..fixed(NetOp::Accept4, "127.0.0.1:40000")
+        };
+        let n = encode_net_report(&mut buf, 1, &f, 0).unwrap();
+        assert_eq!(n, NET_LEN, "only a close carries the tail");
+        let m = net(&buf[..n]);
+        assert_eq!((m.op, m.flags, m.dst, m.src, m.close), (NetOp::Accept4, NET_FLAG_INBOUND, f.dst, f.src, None));
+        let f = NetFixed { protocol: PROTO_UDP, bytes: 32, ..fixed(NetOp::Sendmmsg, "10.0.0.1:53") };
+        let n = encode_net_request(&mut buf, 2, &f).unwrap();
+        let m = net(&buf[..n]);
+        assert_eq!((m.op, m.wants_verdict, m.bytes), (NetOp::Sendmmsg, true, 32));
+    }
+
+    #[test]
+    fn close_reports_carry_the_counters_tail() {
+        let mut buf = [0u8; NET_CLOSE_LEN];
+        let counters = NetClose { bytes_out: 5_000_000_000, bytes_in: 7, duration_us: 123_456 };
+        let f = NetFixed {
+            flags: NET_FLAG_INBOUND,
+            src: Some("[::1]:80".parse().unwrap()),
+            close: Some(counters),
+            ..fixed(NetOp::Close, "[::1]:51000")
+        };
+        let n = encode_net_report(&mut buf, 9, &f, 0).unwrap();
+        assert_eq!(n, NET_CLOSE_LEN);
+        let m = net(&buf[..n]);
+        assert_eq!((m.op, m.close, m.src, m.flags), (NetOp::Close, Some(counters), f.src, NET_FLAG_INBOUND));
+        // A close without counters goes out with zeros; a close never goes out as a request (the decoder refuses).
+        let n = encode_net_report(&mut buf, 9, &NetFixed { close: None, ..f }, 0).unwrap();
+        assert_eq!(net(&buf[..n]).close, Some(NetClose::default()));
+        let n = encode_net_request(&mut buf, 9, &f).unwrap();
+        assert_eq!(n, NET_LEN);
+        assert_eq!(decode(&buf[..n]).map(|_| ()), Err(DecodeError::BadField("op")));
+    }
+
+    #[test]
+    fn connection_ops_lie_checks() {
+        let mut buf = [0u8; NET_CLOSE_LEN];
+        let close = NetFixed { close: Some(NetClose::default()), ..fixed(NetOp::Close, "1.2.3.4:1") };
+        let n = encode_net_report(&mut buf, 1, &close, 0).unwrap();
+        let good = buf[..n].to_vec();
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut m = good.clone();
+            f(&mut m);
+            decode(&m).map(|_| ())
+        };
+        let set_len = |m: &mut Vec<u8>| {
+            let len = m.len() as u32;
+            m[8..12].copy_from_slice(&len.to_le_bytes());
+        };
+        // A close cut to the old length (its tail missing), a connect with a tail, UDP accepts and closes, the
+        // inbound flag on a connect: all refused.
+        assert!(matches!(
+            with(&|m| {
+                m.truncate(NET_LEN);
+                set_len(m)
+            }),
+            Err(DecodeError::Short { .. })
+        ));
+        assert_eq!(with(&|m| m[HEADER_LEN] = NetOp::Connect as u8), Err(DecodeError::FieldOverrun("trailing bytes")));
+        assert_eq!(with(&|m| m[HEADER_LEN + 29] = PROTO_UDP), Err(DecodeError::BadField("protocol")));
+        assert!(matches!(
+            with(&|m| {
+                m.push(0);
+                set_len(m)
+            }),
+            Err(DecodeError::Short { .. })
+        ));
+        let n = encode_net_report(
+            &mut buf,
+            1,
+            &NetFixed { flags: NET_FLAG_INBOUND, ..fixed(NetOp::Connect, "1.2.3.4:1") },
+            0,
+        )
+        .unwrap();
+        assert_eq!(decode(&buf[..n]).map(|_| ()), Err(DecodeError::BadField("flags")));
+        let n =
+            encode_net_report(&mut buf, 1, &NetFixed { protocol: PROTO_UDP, ..fixed(NetOp::Accept, "1.2.3.4:1") }, 0)
+                .unwrap();
+        assert_eq!(decode(&buf[..n]).map(|_| ()), Err(DecodeError::BadField("protocol")));
+    }
+
+    /// xorshift64*: deterministic pseudo-random bytes without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    #[test]
+    fn fuzz_mutated_and_cut_network_messages_never_panic() {
+        let mut rng = Rng(0x5eed_1234_abcd_ef01);
+        let mut goods = Vec::new();
+        let mut buf = [0u8; NET_CLOSE_LEN];
+        for op in NetOp::ALL {
+            let f = NetFixed {
+                flags: if op.is_connection() { NET_FLAG_INBOUND } else { 0 },
+                src: Some("10.0.0.2:4000".parse().unwrap()),
+                close: Some(NetClose { bytes_out: 1, bytes_in: 2, duration_us: 3 }),
+                ..fixed(op, "10.0.0.1:80")
+            };
+            let n = encode_net_report(&mut buf, 1, &f, 0).unwrap();
+            assert_eq!(net(&buf[..n]).op, op, "{op:?} round-trips");
+            goods.push(buf[..n].to_vec());
+        }
+        let mut accepted = 0u32;
+        for round in 0..40_000u32 {
+            let good = &goods[(rng.next() as usize) % goods.len()];
+            let mut m = if round % 2 == 0 {
+                good[..(rng.next() as usize) % (good.len() + 1)].to_vec()
+            } else {
+                let mut v = good.clone();
+                for _ in 0..1 + rng.next() % 3 {
+                    let i = (rng.next() as usize) % v.len();
+                    v[i] = rng.next() as u8;
+                }
+                v
+            };
+            if round % 7 == 0 && m.len() >= HEADER_LEN {
+                // Keep the header's length honest so the body checks are reached.
+                let len = m.len() as u32;
+                m[8..12].copy_from_slice(&len.to_le_bytes());
+            }
+            if let Ok((h, Message::Net(msg))) = decode(&m) {
+                accepted += 1;
+                assert_eq!(h.len as usize, m.len());
+                assert_eq!(msg.close.is_some(), msg.op == NetOp::Close);
+                assert_eq!(m.len(), if msg.op == NetOp::Close { NET_CLOSE_LEN } else { NET_LEN });
+                assert!(!msg.op.is_connection() || msg.protocol == PROTO_TCP && !msg.wants_verdict);
+            }
+        }
+        assert!(accepted < 40_000, "garbage must mostly be rejected");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use ringwatch_hook_protocol::{
 };
 
 use crate::guard::{self, Reentry};
-use crate::paths::{absolute, fd_target};
+use crate::paths::{absolute, beside, fd_target};
 use crate::report::{Outcome, SavedErrno, errno, next_seq, set_errno};
 use crate::session::{self, Session};
 
@@ -37,13 +37,13 @@ pub(crate) struct FileCall {
     pub(crate) op: FileOp,
     /// Base of a relative `path`: a directory descriptor or `AT_FDCWD`.
     pub(crate) dirfd: c_int,
-    /// The path as given; null for fchmod, whose file is `fd`.
+    /// The path as given (for the link family: the name created); null for fchmod/fchown, whose file is `fd`.
     pub(crate) path: *const c_char,
-    /// fchmod's descriptor, -1 otherwise.
+    /// fchmod's or fchown's descriptor, -1 otherwise.
     pub(crate) fd: c_int,
-    /// Base of a relative `new_path` (rename family).
+    /// Base of a relative `new_path` (rename family, hard links).
     pub(crate) new_dirfd: c_int,
-    /// The rename target as given, or null.
+    /// The rename target, the file a hard link names, or a symlink's text, as given; null for other calls.
     pub(crate) new_path: *const c_char,
     /// The call's own flags (open flags, `AT_*`, `RENAME_*`).
     pub(crate) call_flags: u32,
@@ -99,8 +99,9 @@ impl FileCall {
         self
     }
 
-    /// Sets the rename target.
-    pub(crate) fn renaming_to(mut self, dirfd: c_int, path: *const c_char) -> Self {
+    /// Sets the second path: the rename target, or what a link refers to (for a symlink `dirfd` is unused: its
+    /// text is relative to the link's own directory).
+    pub(crate) fn with_new_path(mut self, dirfd: c_int, path: *const c_char) -> Self {
         self.new_dirfd = dirfd;
         self.new_path = path;
         self
@@ -277,7 +278,8 @@ struct CallStrings<'a> {
 }
 
 impl<'a> CallStrings<'a> {
-    /// `None` when there is nothing to report: a null or empty path (the call fails on its own) and no fd.
+    /// `None` when there is nothing to report: a null or empty path (the call fails on its own) and no fd, or a
+    /// two-path call without its second path (except `linkat` with `AT_EMPTY_PATH`, which links the descriptor).
     ///
     /// # Safety
     ///
@@ -290,7 +292,8 @@ impl<'a> CallStrings<'a> {
         if call.path.is_null() {
             return (call.fd >= 0).then_some(CallStrings { path, new_path });
         }
-        if path.is_empty() || (call.op.renames() && new_path.is_empty()) {
+        let links_a_descriptor = call.op == FileOp::Linkat && call.call_flags & (libc::AT_EMPTY_PATH as u32) != 0;
+        if path.is_empty() || (call.op.has_new_path() && new_path.is_empty() && !links_a_descriptor) {
             return None;
         }
         Some(CallStrings { path, new_path })
@@ -329,8 +332,21 @@ fn encode(call: &FileCall, strings: &CallStrings<'_>, enc: Option<FileEncoder<'_
     } else {
         enc.path_with(|dst| absolute(call.dirfd, strings.path, dst));
     }
-    if call.op.renames() {
-        enc.new_path_with(|dst| absolute(call.new_dirfd, strings.new_path, dst));
+    if call.op.has_new_path() {
+        let mut written = 0;
+        enc.new_path_with(|dst| {
+            let fill = if matches!(call.op, FileOp::Symlink | FileOp::Symlinkat) {
+                beside(call.dirfd, strings.path, strings.new_path, dst)
+            } else {
+                absolute(call.new_dirfd, strings.new_path, dst)
+            };
+            written = fill.len;
+            fill
+        });
+        // A descriptor whose path cannot be read (linkat with AT_EMPTY_PATH): nothing valid to send.
+        if written == 0 {
+            return None;
+        }
     }
     enc.finish().ok()
 }
@@ -416,5 +432,15 @@ mod tests {
         assert!(!described(FileCall::path(FileOp::Unlink, core::ptr::null())));
         assert!(!described(FileCall::path(FileOp::Rename, c"/a".as_ptr())), "a rename needs both paths");
         assert!(described(FileCall { fd: 0, ..FileCall::path(FileOp::Fchmod, core::ptr::null()) }));
+        assert!(described(FileCall { fd: 0, ..FileCall::path(FileOp::Fchown, core::ptr::null()) }));
+        let link = |op: FileOp, to: &core::ffi::CStr| FileCall::path(op, c"/l".as_ptr()).with_new_path(3, to.as_ptr());
+        assert!(!described(link(FileOp::Link, c"")), "a link needs what it refers to");
+        assert!(!described(link(FileOp::Symlink, c"")));
+        assert!(described(link(FileOp::Symlink, c"rel/target")));
+        assert!(!described(link(FileOp::Linkat, c"")));
+        assert!(
+            described(link(FileOp::Linkat, c"").with_call_flags(libc::AT_EMPTY_PATH)),
+            "linkat(fd, \"\", .., AT_EMPTY_PATH) names the descriptor's file"
+        );
     }
 }

@@ -13,8 +13,13 @@
 //! arguments may live elsewhere, e.g. on the stack on Apple's arm64) these four are not exported and those
 //! calls are not seen.
 //!
-//! `fchmod` is covered through `/proc/self/fd/N` (read with `readlink`, no allocation); a descriptor without a
-//! path (socket, pipe, memfd) is not reported.
+//! `fchmod` and `fchown` are covered through `/proc/self/fd/N` (read with `readlink`, no allocation); a descriptor
+//! without a path (socket, pipe, memfd) is not reported. So is `fchownat(fd, "", .., AT_EMPTY_PATH)`.
+//!
+//! `link`, `linkat`, `symlink`, `symlinkat` report the name they create as the path and what it refers to as the
+//! second path (see the protocol's `FileOp::links`); the agent also refuses a hard link whose source a rule
+//! protects, since the new name would reach the same file past that rule. `chown`, `lchown`, `fchownat` and
+//! `fchown` report an attribute change; the owner they set is not sent.
 //!
 //! A real function that `dlsym` cannot find (a libc without it) fails with `ENOSYS`, except the open family,
 //! which falls back to the raw `openat` system call.
@@ -25,8 +30,8 @@ use ringwatch_hook_protocol::{FILE_FLAG_DIRECTORY, FileOp};
 
 use crate::file::{CallResult, FileCall, fopen_flags, run};
 use crate::real::{
-    self, DirfdPathIntFn, FchmodFn, FchmodatFn, FopenFn, MkdiratFn, Open2Fn, PathFn, PathModeFn, RealFn, RenameFn,
-    Renameat2Fn, RenameatFn, TruncateFn, real_fn,
+    self, ChownFn, DirfdPathIntFn, FchmodFn, FchmodatFn, FchownFn, FchownatFn, FopenFn, LinkatFn, MkdiratFn, Open2Fn,
+    PathFn, PathModeFn, RealFn, RenameFn, Renameat2Fn, RenameatFn, SymlinkatFn, TruncateFn, TwoPathFn, real_fn,
 };
 use crate::report::set_errno;
 use crate::sandbox::{self, OpenIntent, Remove, Route, Shadow};
@@ -435,7 +440,7 @@ pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_in
 /// As for libc's `rename`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rename(old: *const c_char, new: *const c_char) -> c_int {
-    let call = FileCall::path(FileOp::Rename, old).renaming_to(libc::AT_FDCWD, new);
+    let call = FileCall::path(FileOp::Rename, old).with_new_path(libc::AT_FDCWD, new);
     let real = || {
         // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
         if let Some(rc) = unsafe { sandbox::rename(libc::AT_FDCWD, old, libc::AT_FDCWD, new, 0) } {
@@ -458,7 +463,7 @@ pub unsafe extern "C" fn rename(old: *const c_char, new: *const c_char) -> c_int
 /// As for libc's `renameat`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int {
-    let call = FileCall::at(FileOp::Renameat, olddirfd, old).renaming_to(newdirfd, new);
+    let call = FileCall::at(FileOp::Renameat, olddirfd, old).with_new_path(newdirfd, new);
     let real = || {
         // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
         if let Some(rc) = unsafe { sandbox::rename(olddirfd, old, newdirfd, new, 0) } {
@@ -488,7 +493,7 @@ pub unsafe extern "C" fn renameat2(
     flags: c_uint,
 ) -> c_int {
     let call =
-        FileCall::at(FileOp::Renameat2, olddirfd, old).renaming_to(newdirfd, new).with_call_flags(flags as c_int);
+        FileCall::at(FileOp::Renameat2, olddirfd, old).with_new_path(newdirfd, new).with_call_flags(flags as c_int);
     let real = || {
         // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
         if let Some(rc) = unsafe { sandbox::rename(olddirfd, old, newdirfd, new, flags) } {
@@ -651,5 +656,202 @@ pub unsafe extern "C" fn fchmodat(dirfd: c_int, path: *const c_char, mode: libc:
     // SAFETY: `path` is the caller's NUL-terminated string.
     let real = || unsafe { routed(dirfd, path, OpenIntent::MODIFY, original) };
     // SAFETY: `path` is the caller's NUL-terminated string.
+    unsafe { run(&call, real) }
+}
+
+/// Hooked `link(2)`: reported as the creation of `new`, referring to `old`.
+///
+/// # Safety
+///
+/// As for libc's `link`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn link(old: *const c_char, new: *const c_char) -> c_int {
+    let call = FileCall::path(FileOp::Link, new).with_new_path(libc::AT_FDCWD, old);
+    let real = || {
+        // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
+        if let Some(rc) = unsafe { sandbox::link(libc::AT_FDCWD, old, libc::AT_FDCWD, new, 0) } {
+            return rc;
+        }
+        match real_fn!(real::LINK, TwoPathFn) {
+            // SAFETY: unchanged caller arguments, passed to the real function.
+            Some(f) => unsafe { f(old, new) },
+            None => enosys(),
+        }
+    };
+    // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
+    unsafe { run(&call, real) }
+}
+
+/// Hooked `linkat(2)`; its `AT_*` flags are reported as the call flags.
+///
+/// # Safety
+///
+/// As for libc's `linkat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn linkat(
+    olddirfd: c_int,
+    old: *const c_char,
+    newdirfd: c_int,
+    new: *const c_char,
+    flags: c_int,
+) -> c_int {
+    let call = FileCall::at(FileOp::Linkat, newdirfd, new).with_new_path(olddirfd, old).with_call_flags(flags);
+    let real = || {
+        // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
+        if let Some(rc) = unsafe { sandbox::link(olddirfd, old, newdirfd, new, flags) } {
+            return rc;
+        }
+        match real_fn!(real::LINKAT, LinkatFn) {
+            // SAFETY: unchanged caller arguments, passed to the real function.
+            Some(f) => unsafe { f(olddirfd, old, newdirfd, new, flags) },
+            None => enosys(),
+        }
+    };
+    // SAFETY: `old` and `new` are the caller's NUL-terminated strings.
+    unsafe { run(&call, real) }
+}
+
+/// Hooked `symlink(2)`: reported as the creation of `path`, referring to `text` (joined with the link's directory
+/// when relative).
+///
+/// # Safety
+///
+/// As for libc's `symlink`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn symlink(text: *const c_char, path: *const c_char) -> c_int {
+    let call = FileCall::path(FileOp::Symlink, path).with_new_path(libc::AT_FDCWD, text);
+    let real = || {
+        // SAFETY: `text` and `path` are the caller's NUL-terminated strings.
+        if let Some(rc) = unsafe { sandbox::symlink(text, libc::AT_FDCWD, path) } {
+            return rc;
+        }
+        match real_fn!(real::SYMLINK, TwoPathFn) {
+            // SAFETY: unchanged caller arguments, passed to the real function.
+            Some(f) => unsafe { f(text, path) },
+            None => enosys(),
+        }
+    };
+    // SAFETY: `text` and `path` are the caller's NUL-terminated strings.
+    unsafe { run(&call, real) }
+}
+
+/// Hooked `symlinkat(2)`.
+///
+/// # Safety
+///
+/// As for libc's `symlinkat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn symlinkat(text: *const c_char, dirfd: c_int, path: *const c_char) -> c_int {
+    let call = FileCall::at(FileOp::Symlinkat, dirfd, path).with_new_path(dirfd, text);
+    let real = || {
+        // SAFETY: `text` and `path` are the caller's NUL-terminated strings.
+        if let Some(rc) = unsafe { sandbox::symlink(text, dirfd, path) } {
+            return rc;
+        }
+        match real_fn!(real::SYMLINKAT, SymlinkatFn) {
+            // SAFETY: unchanged caller arguments, passed to the real function.
+            Some(f) => unsafe { f(text, dirfd, path) },
+            None => enosys(),
+        }
+    };
+    // SAFETY: `text` and `path` are the caller's NUL-terminated strings.
+    unsafe { run(&call, real) }
+}
+
+/// chown/lchown: `slot` is the real function; `intent` says whether a final symlink is followed.
+///
+/// # Safety
+///
+/// As for chown(2).
+unsafe fn chown_common(
+    call: FileCall,
+    slot: &RealFn,
+    intent: OpenIntent,
+    path: *const c_char,
+    owner: libc::uid_t,
+    group: libc::gid_t,
+) -> c_int {
+    let original = |path: *const c_char| match real_fn!(slot, ChownFn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's), passed to the real function.
+        Some(f) => unsafe { f(path, owner, group) },
+        None => enosys(),
+    };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    let real = || unsafe { routed(libc::AT_FDCWD, path, intent, original) };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    unsafe { run(&call, real) }
+}
+
+/// Hooked `chown(2)`.
+///
+/// # Safety
+///
+/// As for libc's `chown`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chown(path: *const c_char, owner: libc::uid_t, group: libc::gid_t) -> c_int {
+    let call = FileCall::path(FileOp::Chown, path);
+    // SAFETY: the caller's arguments.
+    unsafe { chown_common(call, &real::CHOWN, OpenIntent::MODIFY, path, owner, group) }
+}
+
+/// Hooked `lchown(2)`: reported with `AT_SYMLINK_NOFOLLOW` as its call flags (it is `fchownat` with that flag).
+///
+/// # Safety
+///
+/// As for libc's `lchown`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lchown(path: *const c_char, owner: libc::uid_t, group: libc::gid_t) -> c_int {
+    let call = FileCall::path(FileOp::Lchown, path).with_call_flags(libc::AT_SYMLINK_NOFOLLOW);
+    // SAFETY: the caller's arguments.
+    unsafe { chown_common(call, &real::LCHOWN, OpenIntent::MODIFY_LINK, path, owner, group) }
+}
+
+/// Hooked `fchownat(2)`; with `AT_EMPTY_PATH` and an empty path the file is the descriptor's, as for fchown.
+///
+/// # Safety
+///
+/// As for libc's `fchownat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fchownat(
+    dirfd: c_int,
+    path: *const c_char,
+    owner: libc::uid_t,
+    group: libc::gid_t,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: `path` is null or the caller's NUL-terminated string; only its first byte is read.
+    let empty = !path.is_null() && unsafe { *path } == 0;
+    let call = if empty && flags & libc::AT_EMPTY_PATH != 0 {
+        FileCall { fd: dirfd, ..FileCall::path(FileOp::Fchownat, core::ptr::null()) }
+    } else {
+        FileCall::at(FileOp::Fchownat, dirfd, path)
+    }
+    .with_call_flags(flags);
+    let intent = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 { OpenIntent::MODIFY_LINK } else { OpenIntent::MODIFY };
+    let original = |path: *const c_char| match real_fn!(real::FCHOWNAT, FchownatFn) {
+        // SAFETY: the caller's arguments (the path possibly its shadow copy's), passed to the real function.
+        Some(f) => unsafe { f(dirfd, path, owner, group, flags) },
+        None => enosys(),
+    };
+    // SAFETY: `path` is the caller's NUL-terminated string.
+    let real = || unsafe { routed(dirfd, path, intent, original) };
+    // SAFETY: the call's path is the caller's NUL-terminated string, or null with a descriptor.
+    unsafe { run(&call, real) }
+}
+
+/// Hooked `fchown(2)`: the file is named by the descriptor's `/proc/self/fd` link.
+///
+/// # Safety
+///
+/// As for libc's `fchown`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fchown(fd: c_int, owner: libc::uid_t, group: libc::gid_t) -> c_int {
+    let call = FileCall { fd, ..FileCall::path(FileOp::Fchown, core::ptr::null()) };
+    let real = || match real_fn!(real::FCHOWN, FchownFn) {
+        // SAFETY: unchanged caller arguments, passed to the real function.
+        Some(f) => unsafe { f(fd, owner, group) },
+        None => enosys(),
+    };
+    // SAFETY: a null path with a descriptor is what run expects for fchown.
     unsafe { run(&call, real) }
 }

@@ -11,15 +11,18 @@
 //! It also interposes the file functions `open`, `open64`, `openat`, `openat64` (and their `_FORTIFY_SOURCE`
 //! forms `__open_2`, `__open64_2`, `__openat_2`, `__openat64_2`), `creat`, `creat64`, `fopen`, `fopen64`,
 //! `unlink`, `unlinkat`, `rename`, `renameat`, `renameat2`, `truncate`, `truncate64`, `chmod`, `fchmod`,
-//! `fchmodat`, `mkdir`, `mkdirat`, `rmdir` and `remove`. These talk to the agent over one connection per process
-//! (see `session`): by default they report each call one-way after it happened (one `send`); only when the agent
-//! says a policy rule could deny a file call do they ask before the call and refuse with `EACCES` on deny.
+//! `fchmodat`, `mkdir`, `mkdirat`, `rmdir`, `remove`, `link`, `linkat`, `symlink`, `symlinkat`, `chown`, `lchown`,
+//! `fchownat` and `fchown`. These talk to the agent over one connection per process (see `session`): by default
+//! they report each call one-way after it happened (one `send`); only when the agent says a policy rule could
+//! deny a file call do they ask before the call and refuse with `EACCES` on deny.
 //!
-//! The network functions `connect`, `sendto`, `sendmsg`, `getaddrinfo`, `gethostbyname` and `gethostbyname2` use
-//! the same session (see `net`): a connect is reported after the call (or, when a rule may block or redirect it,
-//! asked about before: `ECONNREFUSED` on block, a connect to the local proxy with a 28-byte `RWPX` header on
-//! redirect); a send with a destination once per socket and destination; a send without one never; a lookup is
-//! reported after the resolver returns, with its answers.
+//! The network functions `connect`, `sendto`, `sendmsg`, `sendmmsg`, `accept`, `accept4`, `close`, `getaddrinfo`,
+//! `gethostbyname` and `gethostbyname2` use the same session (see `net`): a connect is reported after the call (or,
+//! when a rule may block or redirect it, asked about before: `ECONNREFUSED` on block, a connect to the local proxy
+//! with a 28-byte `RWPX` header on redirect); a send with a destination once per socket and destination; a send
+//! without one never; an accepted TCP connection is reported (never refused); the close of a TCP connection the
+//! hook saw open is reported with its bytes and duration (`conn_table`); a lookup is reported after the resolver
+//! returns, with its answers.
 //!
 //! # Rules this code keeps
 //!
@@ -33,7 +36,8 @@
 //!   `extern "C"` function would abort the host program.
 //! - A thread already inside the hook goes straight to the real function (recursion guard), and the hook's own
 //!   I/O (`socket`, `connect`, `send`, `recv`, `poll`, `readlink`, `getcwd`, `faccessat`, `fstat`) uses functions
-//!   it does not interpose.
+//!   it does not interpose; its own unix sockets pass straight through the hooked `connect` and `close` (they are
+//!   never in the connection table).
 //! - Sockets are CLOEXEC and `send` uses MSG_NOSIGNAL.
 //! - `ringwatch_hook_bypass()` (exported) turns every hook into the plain real function for good; the agent
 //!   calls it on itself so that a system-wide install never makes it report to, or wait for, itself.
@@ -49,12 +53,12 @@
 //! - statically linked programs (`gcc -static`, most Go binaries): no dynamic loader, no preload;
 //! - raw `syscall(SYS_execve, ..)` / `syscall(SYS_openat, ..)`, inline `syscall` instructions, and `io_uring`
 //!   (no exec op today; its open, unlink, rename and mkdir ops bypass the file hooks);
-//! - network activity that is not one of the hooked calls: `accept` (inbound), `sendmmsg`, io_uring connects and
-//!   sends, raw `syscall(SYS_connect, ..)`, and resolvers that bypass `getaddrinfo`/`gethostbyname*` (a program's
+//! - network activity that is not one of the hooked calls: io_uring connects and sends, raw
+//!   `syscall(SYS_connect/SYS_accept4/SYS_close, ..)`, closes through `close_range`/`dup2`/`fclose`, and resolvers that bypass `getaddrinfo`/`gethostbyname*` (a program's
 //!   own DNS client is seen only as its first UDP send to port 53);
 //! - file activity that is not one of the hooked calls: writes themselves (`write`, `pwrite`, and above all
-//!   stores into a `MAP_SHARED` mapping: the open is seen, the writes are not), `link`, `symlink`, `mknod`,
-//!   `freopen`, `fchmod` on a descriptor without a path, and libc-internal opens (`opendir`, `tmpfile`, locale
+//!   stores into a `MAP_SHARED` mapping: the open is seen, the writes are not), `mknod`, `utimes`, `freopen`,
+//!   `fchmod`/`fchown` on a descriptor without a path, and libc-internal opens (`opendir`, `tmpfile`, locale
 //!   and NSS files), which do not go through the exported symbols;
 //! - a program started without the hook: `env -u LD_PRELOAD cmd`, a cleared environment, any exec whose new
 //!   environment lacks `LD_PRELOAD`, unless the hook is installed system-wide in `/etc/ld.so.preload`. When the
@@ -75,6 +79,7 @@
 //! - `report`: the one-shot socket round trip with timeouts, errno save/restore.
 //! - `net`, `net_hooks`: the network check (describe, verdict or report, redirect, once-per-destination table of
 //!   sends, lookup reports) and the exported network functions.
+//! - `conn_table`: the fixed table of TCP connections seen open (start time, socket cookie), for close reports.
 //! - `sandbox`: `ringwatch sandbox --mode user`: redirects file calls under sandboxed directories into a shadow tree
 //!   (`RINGWATCH_SANDBOX_SHADOW`), copy-up, whiteouts, opaque directories.
 //! - `env`: allocation-free environment lookups and the timeout setting.
@@ -92,6 +97,7 @@
 )]
 #![cfg_attr(test, allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used, clippy::panic))]
 
+mod conn_table;
 mod env;
 mod exec;
 mod file;

@@ -1,4 +1,5 @@
-//! The network check shared by the hooked `connect`, `sendto` and `sendmsg`, and the report of a name lookup.
+//! The network check shared by the hooked `connect`, `sendto`, `sendmsg` and `sendmmsg`, the reports of an
+//! accepted connection and of the close of a connection the hook saw open, and the report of a name lookup.
 //!
 //! A connect (or a send with an explicit destination) is described on the stack, then, on the process's session
 //! (see `session`), either asked about before the call (the agent said a rule could block or redirect) or
@@ -30,6 +31,18 @@
 //! IPv4-mapped address; an IPv4 socket cannot reach an IPv6 proxy and its connect fails with `ECONNREFUSED`, as
 //! it does when the proxy is not there (fail closed: the rule wanted the traffic inspected).
 //!
+//! **Accept and close** (TCP over IPv4/IPv6 only). After a successful `accept`/`accept4` the new socket is
+//! described (`getsockname`, `SO_PROTOCOL`, `getpeername`) and reported one-way, even when the agent asks for
+//! verdicts: an accept is never denied (policy blocks outbound connections; an inbound one is already
+//! established when `accept` returns). Each connection the hook saw open (a reported or allowed TCP connect, a
+//! reported accept) is put in the fixed table of `conn_table`; its `close` is reported right before the real
+//! close with the kernel's counters from `getsockopt(TCP_INFO)`: `tcpi_bytes_acked` (sent and acknowledged by the
+//! peer) and `tcpi_bytes_received`, less the SYN and FIN sequence numbers they include (inferred from
+//! `tcpi_state`, as the kernel monitor does from the socket), and the time since the connect or accept. Any
+//! doubt about the socket (another cookie, not TCP, another family, no `TCP_INFO`) clears the entry without a
+//! report; so does a socket that never got connected (no peer and no byte either way). The close of every other
+//! descriptor is one atomic load and the real close. The errno the caller sees is always the real call's.
+//!
 //! **Lookups.** `getaddrinfo`, `gethostbyname` and `gethostbyname2` run the real resolver with the reentry guard
 //! held (so the resolver's own sockets are not reported as connects), then send one `NET_DNS` report with the
 //! name and up to 32 distinct addresses, walked straight from the resolver's result (no copy, no allocation).
@@ -40,11 +53,12 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddr
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use ringwatch_hook_protocol::{
-    Config, DNS_MAX_LEN, DnsFixed, DnsOp, Message, NET_FLAG_IN_PROGRESS, NET_LEN, NET_VERDICT_LEN, NetFixed, NetOp,
-    NetVerdict, PROTO_TCP, PROTO_UDP, PROXY_HEADER_LEN, decode, encode_dns, encode_net_report, encode_net_request,
-    encode_proxy_header,
+    Config, DNS_MAX_LEN, DnsFixed, DnsOp, Message, NET_CLOSE_LEN, NET_FLAG_IN_PROGRESS, NET_FLAG_INBOUND, NET_LEN,
+    NET_VERDICT_LEN, NetClose, NetFixed, NetOp, NetVerdict, PROTO_TCP, PROTO_UDP, PROXY_HEADER_LEN, decode, encode_dns,
+    encode_net_report, encode_net_request, encode_proxy_header,
 };
 
+use crate::conn_table::{self, Opened};
 use crate::file::tid;
 use crate::guard::{self, Reentry};
 use crate::report::{SavedErrno, errno, next_seq, set_errno};
@@ -154,15 +168,28 @@ fn socket_protocol(fd: c_int) -> Option<u8> {
 
 /// The socket's local address after a connect or send.
 fn local_address(fd: c_int) -> Option<SocketAddr> {
+    socket_name(fd, libc::getsockname)
+}
+
+/// The socket's peer, when it has one.
+fn peer_address(fd: c_int) -> Option<SocketAddr> {
+    socket_name(fd, libc::getpeername)
+}
+
+/// `getsockname` or `getpeername` of `fd` as an IPv4/IPv6 address.
+fn socket_name(
+    fd: c_int,
+    call: unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> c_int,
+) -> Option<SocketAddr> {
     // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `storage` and `len` describe a writable buffer of `len` bytes.
-    let rc = unsafe { libc::getsockname(fd, (&raw mut storage).cast(), &raw mut len) };
+    let rc = unsafe { call(fd, (&raw mut storage).cast(), &raw mut len) };
     if rc != 0 {
         return None;
     }
-    // SAFETY: getsockname wrote `len` bytes (at most the storage's size) into `storage`.
+    // SAFETY: the call wrote `len` bytes (at most the storage's size) into `storage`.
     unsafe { inet_destination((&raw const storage).cast(), len) }
 }
 
@@ -236,7 +263,7 @@ fn ask(session: &Session, fixed: &NetFixed) -> NetOutcome {
 fn report_after(session: &Session, fixed: &NetFixed, result: c_int) {
     let dropped = session::take_dropped();
     let fixed = NetFixed { dropped, ..*fixed };
-    let mut buf = [0u8; NET_LEN];
+    let mut buf = [0u8; NET_CLOSE_LEN];
     let sent = match encode_net_report(&mut buf, 0, &fixed, result) {
         Ok(n) => buf.get(..n).is_some_and(|msg| session::report(session, msg)),
         Err(_) => false,
@@ -248,7 +275,19 @@ fn report_after(session: &Session, fixed: &NetFixed, result: c_int) {
 
 /// What is known of this thread's `op` before the call runs (flags, source address and the outcome come after).
 fn call_facts(op: NetOp, pid: u32, bytes: u32, protocol: u8, dst: SocketAddr) -> NetFixed {
-    NetFixed { op, flags: 0, pid, tid: tid(pid), uid: this_uid(), dropped: 0, bytes, protocol, dst, src: None }
+    NetFixed {
+        op,
+        flags: 0,
+        pid,
+        tid: tid(pid),
+        uid: this_uid(),
+        dropped: 0,
+        bytes,
+        protocol,
+        dst,
+        src: None,
+        close: None,
+    }
 }
 
 /// The connect check around `real` (the real connect applied to an address).
@@ -279,11 +318,20 @@ pub(crate) unsafe fn connect(
         let outcome = ask(&session, &fixed);
         drop(saved);
         return match outcome {
-            NetOutcome::Allow => real(addr, len),
+            NetOutcome::Allow => {
+                let ret = real(addr, len);
+                let err = errno();
+                if protocol == PROTO_TCP && (ret == 0 || err == libc::EINPROGRESS) {
+                    conn_table::track(fd, false, dst.is_ipv6());
+                }
+                set_errno(err);
+                ret
+            }
             NetOutcome::Deny(e) => {
                 set_errno(e);
                 -1
             }
+            // The close of a redirected connection is not reported: its peer is the proxy, which reports the relay.
             NetOutcome::Redirect(proxy) if protocol == PROTO_TCP => redirect(fd, proxy, dst, pid, &real),
             NetOutcome::Redirect(_) => real(addr, len),
         };
@@ -297,9 +345,123 @@ pub(crate) unsafe fn connect(
         _ => (err, 0),
     };
     let src = if result == 0 { local_address(fd) } else { None };
+    if result == 0 && protocol == PROTO_TCP {
+        conn_table::track(fd, false, dst.is_ipv6());
+    }
     report_after(&session, &NetFixed { flags, src, ..fixed }, result);
     set_errno(err);
     ret
+}
+
+/// Reports the connection `fd` that `op` (accept or accept4) just returned, when it is TCP over IPv4/IPv6, and
+/// tracks it for its close. Leaves errno as it found it.
+pub(crate) fn accepted(op: NetOp, fd: c_int) {
+    if fd < 0 || !guard::active() {
+        return;
+    }
+    let Some(_inside) = Reentry::enter() else { return };
+    let saved = SavedErrno::save();
+    accepted_inner(op, fd);
+    drop(saved);
+}
+
+fn accepted_inner(op: NetOp, fd: c_int) {
+    // A unix or other non-IP socket stops at the first call; with no agent (or none that wants network calls),
+    // nothing more is asked of the kernel.
+    let Some(local) = local_address(fd) else { return };
+    let pid = this_pid();
+    let Some(session) = session::current(pid, Config::wants_net) else { return };
+    if socket_protocol(fd) != Some(PROTO_TCP) {
+        return;
+    }
+    // The peer may already have reset the connection: nothing to report then.
+    let Some(remote) = peer_address(fd) else { return };
+    conn_table::track(fd, true, local.is_ipv6());
+    let fixed = NetFixed { flags: NET_FLAG_INBOUND, src: Some(local), ..call_facts(op, pid, 0, PROTO_TCP, remote) };
+    report_after(&session, &fixed, 0);
+}
+
+/// Reports the close of `fd`, a connection the table had (`opened`), right before the real close. Leaves errno as
+/// it found it.
+pub(crate) fn closing(fd: c_int, opened: Opened) {
+    if !guard::active() {
+        return;
+    }
+    let Some(_inside) = Reentry::enter() else { return };
+    let saved = SavedErrno::save();
+    closing_inner(fd, opened);
+    drop(saved);
+}
+
+// Linux TCP states (include/net/tcp_states.h), as tcpi_state reports them.
+const TCP_FIN_WAIT2: u8 = 5;
+const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LAST_ACK: u8 = 9;
+const TCP_CLOSING: u8 = 11;
+
+/// What `getsockopt(TCP_INFO)` says about a connection: (tcpi_state, tcpi_bytes_acked, tcpi_bytes_received).
+fn tcp_info(fd: c_int) -> Option<(u8, u64, u64)> {
+    /// `struct tcp_info` up to and past `tcpi_bytes_received` (offsets 120 and 128; the kernel fills what it has).
+    #[repr(C, align(8))]
+    struct Info([u8; 256]);
+    let mut info = Info([0; 256]);
+    let mut len = size_of::<Info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` describe a writable buffer of `len` bytes.
+    let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &raw mut len) };
+    if rc != 0 || usize::try_from(len).map_or(true, |l| l < 136) {
+        return None;
+    }
+    let u64_at = |at: usize| info.0.get(at..at.checked_add(8)?)?.try_into().ok().map(u64::from_ne_bytes);
+    Some((*info.0.first()?, u64_at(120)?, u64_at(128)?))
+}
+
+/// Payload bytes (out, in) from the sequence-space counters: the active opener's SYN is acked once established;
+/// our FIN is acked in FIN_WAIT2; the peer's FIN was received in CLOSE_WAIT, LAST_ACK and CLOSING. A socket in
+/// CLOSE was either reset (`reset`: it had a pending error) or went through both FINs.
+fn payload_bytes(state: u8, acked: u64, received: u64, inbound: bool, reset: bool) -> (u64, u64) {
+    let syn = u64::from(!inbound && acked > 0);
+    let (our_fin, peer_fin) = match state {
+        TCP_FIN_WAIT2 => (1, 0),
+        TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING => (0, 1),
+        TCP_CLOSE if !reset => (1, 1),
+        _ => (0, 0),
+    };
+    (acked.saturating_sub(syn).saturating_sub(our_fin), received.saturating_sub(peer_fin))
+}
+
+fn closing_inner(fd: c_int, opened: Opened) {
+    // Still the socket that was opened? The cookie says so; without one, at least TCP of the same family.
+    let same = if opened.cookie != 0 {
+        conn_table::socket_cookie(fd) == opened.cookie
+    } else {
+        socket_protocol(fd) == Some(PROTO_TCP)
+    };
+    if !same {
+        return;
+    }
+    let Some(local) = local_address(fd).filter(|l| l.is_ipv6() == opened.v6) else { return };
+    let Some((state, acked, received)) = tcp_info(fd) else { return };
+    let remote = match peer_address(fd) {
+        Some(r) => r,
+        // Never connected (refused, or closed while connecting): there was no connection to close.
+        None if acked == 0 && received == 0 => return,
+        // Reset: the kernel forgot the peer.
+        None if opened.v6 => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+    };
+    let reset = state == TCP_CLOSE && sockopt_int(fd, libc::SO_ERROR).is_some_and(|e| e != 0);
+    let (bytes_out, bytes_in) = payload_bytes(state, acked, received, opened.inbound, reset);
+    let duration_us = conn_table::now_ns().saturating_sub(opened.start_ns) / 1000;
+    let pid = this_pid();
+    let Some(session) = session::current(pid, Config::wants_net) else { return };
+    let fixed = NetFixed {
+        flags: if opened.inbound { NET_FLAG_INBOUND } else { 0 },
+        src: Some(local),
+        close: Some(NetClose { bytes_out, bytes_in, duration_us }),
+        ..call_facts(NetOp::Close, pid, 0, PROTO_TCP, remote)
+    };
+    report_after(&session, &fixed, 0);
 }
 
 /// Connects `fd` to the proxy and writes the redirect header; 0, or -1 with errno (`ECONNREFUSED` when the proxy
@@ -635,6 +797,23 @@ mod tests {
         if (ka >> 2) % SEEN_SLOTS as u64 != (kb >> 2) % SEEN_SLOTS as u64 {
             assert_eq!(seen_verdict(kb), None);
         }
+    }
+
+    #[test]
+    fn payload_bytes_take_the_syn_and_fins_off() {
+        // Connected, data both ways, closed while established: our SYN was acked.
+        assert_eq!(payload_bytes(1, 101, 7, false, false), (100, 7));
+        // Accepted: the counters start past the handshake.
+        assert_eq!(payload_bytes(1, 100, 7, true, false), (100, 7));
+        // The peer closed first (CLOSE_WAIT): its FIN was counted as received.
+        assert_eq!(payload_bytes(TCP_CLOSE_WAIT, 7, 101, true, false), (7, 100));
+        // shutdown(SHUT_WR) and our FIN acked (FIN_WAIT2); then both FINs (CLOSE) or a reset.
+        assert_eq!(payload_bytes(TCP_FIN_WAIT2, 102, 7, false, false), (100, 7));
+        assert_eq!(payload_bytes(TCP_CLOSE, 102, 8, false, false), (100, 7));
+        assert_eq!(payload_bytes(TCP_CLOSE, 101, 7, false, true), (100, 7));
+        // Never established: nothing, never an underflow.
+        assert_eq!(payload_bytes(2, 0, 0, false, false), (0, 0));
+        assert_eq!(payload_bytes(TCP_CLOSE, 0, 0, false, false), (0, 0));
     }
 
     #[test]

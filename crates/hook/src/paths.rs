@@ -39,6 +39,29 @@ pub(crate) fn absolute(dirfd: c_int, path: &[u8], dst: &mut [u8]) -> PathFill {
     PathFill { len: end, truncated: take < path.len(), unresolved: false }
 }
 
+/// Writes what a symlink's `text` names, as the kernel resolves it: an absolute text as is, a relative one
+/// joined with the directory of the link `link` (relative to `dirfd`). When the link's base cannot be read the
+/// text is kept as given and flagged unresolved; a link whose own path was cut makes the result truncated.
+pub(crate) fn beside(dirfd: c_int, link: &[u8], text: &[u8], dst: &mut [u8]) -> PathFill {
+    if text.first() == Some(&b'/') {
+        return as_given(text, dst, false);
+    }
+    let fill = absolute(dirfd, link, dst);
+    if fill.unresolved || fill.len == 0 {
+        return as_given(text, dst, true);
+    }
+    // The link's directory: everything up to and including its last `/` (an absolute path has one).
+    let dir_end =
+        dst.get(..fill.len).and_then(|p| p.iter().rposition(|b| *b == b'/')).map_or(0, |i| i.saturating_add(1));
+    let room = dst.len().saturating_sub(dir_end);
+    let take = text.len().min(room);
+    let end = dir_end.saturating_add(take);
+    if let (Some(d), Some(s)) = (dst.get_mut(dir_end..end), text.get(..take)) {
+        d.copy_from_slice(s);
+    }
+    PathFill { len: end, truncated: fill.truncated || take < text.len(), unresolved: false }
+}
+
 /// Copies `path` into `dst` unchanged.
 fn as_given(path: &[u8], dst: &mut [u8], unresolved: bool) -> PathFill {
     let take = path.len().min(dst.len());
@@ -134,6 +157,24 @@ mod tests {
         let root = std::fs::File::open("/").unwrap();
         let (p, _) = abs(root.as_raw_fd(), b"etc", 4096);
         assert_eq!(p, b"/etc", "no double slash after the root");
+    }
+
+    #[test]
+    fn symlink_texts_are_joined_with_the_links_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        let dir = std::fs::File::open("/usr").unwrap();
+        let beside_of = |dirfd: c_int, link: &[u8], text: &[u8], size: usize| {
+            let mut dst = vec![0u8; size];
+            let fill = beside(dirfd, link, text, &mut dst);
+            dst.truncate(fill.len);
+            (String::from_utf8(dst).unwrap(), fill.truncated, fill.unresolved)
+        };
+        assert_eq!(beside_of(libc::AT_FDCWD, b"/tmp/l", b"/etc/passwd", 4096), ("/etc/passwd".into(), false, false));
+        assert_eq!(beside_of(libc::AT_FDCWD, b"/tmp/sub/l", b"../x", 4096), ("/tmp/sub/../x".into(), false, false));
+        assert_eq!(beside_of(libc::AT_FDCWD, b"l", b"x", 4096), (format!("{}/x", cwd.display()), false, false));
+        assert_eq!(beside_of(dir.as_raw_fd(), b"lib/l", b"t", 4096), ("/usr/lib/t".into(), false, false));
+        assert_eq!(beside_of(987_654, b"l", b"t", 4096), ("t".into(), false, true), "unknown base: as given");
+        assert_eq!(beside_of(libc::AT_FDCWD, b"/a/l", b"target", 6), ("/a/tar".into(), true, false));
     }
 
     #[test]

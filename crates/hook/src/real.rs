@@ -55,6 +55,18 @@ pub(crate) type FchmodFn = unsafe extern "C" fn(c_int, libc::mode_t) -> c_int;
 pub(crate) type FchmodatFn = unsafe extern "C" fn(c_int, *const c_char, libc::mode_t, c_int) -> c_int;
 /// `mkdirat(dirfd, path, mode)`.
 pub(crate) type MkdiratFn = unsafe extern "C" fn(c_int, *const c_char, libc::mode_t) -> c_int;
+/// `link(old, new)` and `symlink(target, linkpath)`.
+pub(crate) type TwoPathFn = unsafe extern "C" fn(*const c_char, *const c_char) -> c_int;
+/// `linkat(olddirfd, old, newdirfd, new, flags)`.
+pub(crate) type LinkatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, c_int) -> c_int;
+/// `symlinkat(target, newdirfd, linkpath)`.
+pub(crate) type SymlinkatFn = unsafe extern "C" fn(*const c_char, c_int, *const c_char) -> c_int;
+/// `chown(path, uid, gid)`, `lchown`.
+pub(crate) type ChownFn = unsafe extern "C" fn(*const c_char, libc::uid_t, libc::gid_t) -> c_int;
+/// `fchownat(dirfd, path, uid, gid, flags)`.
+pub(crate) type FchownatFn = unsafe extern "C" fn(c_int, *const c_char, libc::uid_t, libc::gid_t, c_int) -> c_int;
+/// `fchown(fd, uid, gid)`.
+pub(crate) type FchownFn = unsafe extern "C" fn(c_int, libc::uid_t, libc::gid_t) -> c_int;
 
 /// `connect(fd, addr, len)`.
 pub(crate) type ConnectFn = unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int;
@@ -76,6 +88,14 @@ pub(crate) type GetaddrinfoFn =
 pub(crate) type GethostbynameFn = unsafe extern "C" fn(*const c_char) -> *mut libc::hostent;
 /// `gethostbyname2(name, af)`.
 pub(crate) type Gethostbyname2Fn = unsafe extern "C" fn(*const c_char, c_int) -> *mut libc::hostent;
+/// `accept(fd, addr, len)`.
+pub(crate) type AcceptFn = unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> c_int;
+/// `accept4(fd, addr, len, flags)`.
+pub(crate) type Accept4Fn = unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t, c_int) -> c_int;
+/// `close(fd)`.
+pub(crate) type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
+/// `sendmmsg(fd, msgvec, vlen, flags)`.
+pub(crate) type SendmmsgFn = unsafe extern "C" fn(c_int, *mut libc::mmsghdr, c_uint, c_int) -> c_int;
 
 /// One real function: its name and, once found, its address.
 pub(crate) struct RealFn {
@@ -137,6 +157,14 @@ pub(crate) static MKDIR: RealFn = RealFn::new(c"mkdir");
 pub(crate) static MKDIRAT: RealFn = RealFn::new(c"mkdirat");
 pub(crate) static RMDIR: RealFn = RealFn::new(c"rmdir");
 pub(crate) static REMOVE: RealFn = RealFn::new(c"remove");
+pub(crate) static LINK: RealFn = RealFn::new(c"link");
+pub(crate) static LINKAT: RealFn = RealFn::new(c"linkat");
+pub(crate) static SYMLINK: RealFn = RealFn::new(c"symlink");
+pub(crate) static SYMLINKAT: RealFn = RealFn::new(c"symlinkat");
+pub(crate) static CHOWN: RealFn = RealFn::new(c"chown");
+pub(crate) static LCHOWN: RealFn = RealFn::new(c"lchown");
+pub(crate) static FCHOWNAT: RealFn = RealFn::new(c"fchownat");
+pub(crate) static FCHOWN: RealFn = RealFn::new(c"fchown");
 
 pub(crate) static CONNECT: RealFn = RealFn::new(c"connect");
 pub(crate) static SENDTO: RealFn = RealFn::new(c"sendto");
@@ -144,6 +172,10 @@ pub(crate) static SENDMSG: RealFn = RealFn::new(c"sendmsg");
 pub(crate) static GETADDRINFO: RealFn = RealFn::new(c"getaddrinfo");
 pub(crate) static GETHOSTBYNAME: RealFn = RealFn::new(c"gethostbyname");
 pub(crate) static GETHOSTBYNAME2: RealFn = RealFn::new(c"gethostbyname2");
+pub(crate) static ACCEPT: RealFn = RealFn::new(c"accept");
+pub(crate) static ACCEPT4: RealFn = RealFn::new(c"accept4");
+pub(crate) static CLOSE: RealFn = RealFn::new(c"close");
+pub(crate) static SENDMMSG: RealFn = RealFn::new(c"sendmmsg");
 
 /// Every real function, for the constructor.
 static ALL: [&RealFn; 39] = [
@@ -193,7 +225,19 @@ pub(crate) fn resolve_all() {
     for f in ALL {
         f.get();
     }
+    for f in LINKS_AND_OWNERS {
+        f.get();
+    }
+    for f in CONNECTIONS {
+        f.get();
+    }
 }
+
+/// The accept, close and sendmmsg functions, resolved with [`ALL`].
+static CONNECTIONS: [&RealFn; 4] = [&ACCEPT, &ACCEPT4, &CLOSE, &SENDMMSG];
+
+/// The link and owner-change functions, resolved with [`ALL`].
+static LINKS_AND_OWNERS: [&RealFn; 8] = [&LINK, &LINKAT, &SYMLINK, &SYMLINKAT, &CHOWN, &LCHOWN, &FCHOWNAT, &FCHOWN];
 
 /// Turns a resolved address into a typed function pointer.
 macro_rules! real_fn {

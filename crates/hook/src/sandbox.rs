@@ -11,7 +11,8 @@
 //! the library constructor, into a fixed-size static table; malformed lines are ignored. Unset or empty: the hooks
 //! behave as without this module.
 //!
-//! # Mechanism (per call, no allocation: two 4 KiB path buffers at most, a 4 KiB copy buffer)
+//! # Mechanism (per call, no allocation: two 4 KiB path buffers at most, and one more 4 KiB buffer at a time for a
+//! copy, a symlink's text or a followed path)
 //!
 //! The path is made absolute (cwd or dirfd, as for reports) and folded lexically (`.`, `..`, `//`), then matched
 //! against the table. Outside every directory: the original call. Inside: `DIR/rel` maps to `UPPER/rel`, and the
@@ -24,14 +25,27 @@
 //! Reads (`open` read-only, `fopen "r"`) use the shadow copy when there is one, except a directory that also exists
 //! in the real tree (not opaque): it is opened in the real tree, so a listing shows the real entries and NOT the
 //! shadow's (no readdir merging). Writes (`open`/`fopen` for writing, `O_CREAT`, `O_TRUNC`, `creat`, `truncate`,
-//! `chmod`/`fchmodat`) first copy up: the missing parent directories are made in the shadow (real mode and owner),
-//! then the file (bytes unless truncating, mode, owner, times; written to an `O_TMPFILE` and linked into place
-//! when complete), then the real function runs on the shadow path. Deletes (`unlink*`, `rmdir`,
+//! `chmod`/`fchmodat`, `chown`/`lchown`/`fchownat`) first copy up: the missing parent directories are made in the
+//! shadow (real mode and owner), then the file (bytes unless truncating, mode, owner, times; written to an
+//! `O_TMPFILE` and linked into place when complete; a symlink, for `lchown` and `AT_SYMLINK_NOFOLLOW`, as a
+//! symlink with the same text), then the real function runs on the shadow path. Deletes (`unlink*`, `rmdir`,
 //! `remove`) remove the shadow entry and leave a whiteout when a real entry exists (mknod 0:0 as root; otherwise an
 //! empty file with `user.overlay.whiteout`); `rmdir` checks emptiness of the merged view. `mkdir` over a whiteout
 //! makes an opaque directory. `rename*` inside one sandboxed directory copies the source up, renames in the shadow
 //! and whites out the source; a real directory, or one side outside the sandboxed directory, gets `EXDEV` (as
-//! overlayfs without `redirect_dir`; `mv` then copies and deletes, which the hooks virtualize).
+//! overlayfs without `redirect_dir`; `mv` then copies and deletes, which the hooks virtualize). `symlink*` makes
+//! the link in the shadow with its text unchanged (parents made as for writes; over a whiteout it replaces it).
+//! `link*` inside one sandboxed directory copies the source up and links in the shadow; one side outside gets
+//! `EXDEV` (`ln` fails; `cp` is the way in or out), except a source given as a descriptor whose file is in the
+//! shadow already (`AT_EMPTY_PATH`, or `/proc/self/fd/N` with `AT_SYMLINK_FOLLOW`: naming an `O_TMPFILE` file).
+//!
+//! Symlinks in the shadow (made by a sandboxed `symlink`, or copied up) are followed by the hook, not the kernel:
+//! the kernel would resolve a relative text against the shadow, which lacks every file not copied up. A
+//! directory component that is such a link is always followed, a final one when the call follows (open without
+//! `O_NOFOLLOW` or `O_CREAT|O_EXCL`, truncate, chmod, chown): its text is resolved against the sandboxed
+//! directory (the merged view), the result mapped again (at most 40 links, then `ELOOP`). Where the real tree
+//! shows through, the call goes to the real path the link led to; a link leading out of every sandboxed directory
+//! leads to the outside path (as it would under overlayfs).
 //!
 //! Fail-closed: a call under a sandboxed directory that cannot be redirected (path too long, the shadow refuses a
 //! copy-up) fails with that errno instead of touching the real directory. Everything else fails open as the rest of
@@ -40,11 +54,13 @@
 //! # What it does not see (writes land in the real directory)
 //!
 //! Static binaries, raw `syscall(2)`, io_uring, setuid programs, programs that clear `LD_PRELOAD`, descriptors
-//! opened before the hook, and every libc entry point that is not hooked: `link`, `symlink`, `mknod`, `chown`,
-//! `utimes`, `fchmod` of a descriptor opened read-only on the real file, `chdir` into a directory that exists only in
-//! the shadow, and libc-internal opens. Reads through `stat`, `access`, `readlink`, `opendir` are not redirected
-//! (they see the real tree), and directory listings are not merged. Paths are folded lexically, so a `..` after a
-//! symlink, or a path reaching the directory through a symlink, is judged by its spelling.
+//! opened before the hook, and every libc entry point that is not hooked: `mknod`, `utimes`, `fchmod`/`fchown` (or
+//! `fchownat` with `AT_EMPTY_PATH`) of a descriptor opened read-only on the real file, `chdir` into a directory
+//! that exists only in the shadow, and libc-internal opens. Reads through `stat`, `access`, `readlink`, `opendir`
+//! are not redirected (they see the real tree: `readlink` of a sandboxed symlink fails with `ENOENT`), and
+//! directory listings are not merged. Symlinks of the real tree are followed by the kernel in the real tree (a
+//! read through one sees the real file even when the sandbox changed it). Paths are folded lexically, so a `..`
+//! after a real symlink, or a path reaching the directory through a real symlink, is judged by its spelling.
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_long, c_uint};
@@ -204,6 +220,20 @@ unsafe fn rename_at(old: *const c_char, new: *const c_char, flags: c_uint) -> Re
 }
 
 /// # Safety
+/// Both paths are NUL-terminated.
+unsafe fn symlink_at(text: *const c_char, path: *const c_char) -> Result<c_int, c_int> {
+    // SAFETY: symlinkat's arguments.
+    ret(unsafe { libc::syscall(libc::SYS_symlinkat, text, libc::AT_FDCWD, path) })
+}
+
+/// # Safety
+/// `old` is NUL-terminated (or empty with `AT_EMPTY_PATH`), `new` NUL-terminated.
+unsafe fn link_at(olddirfd: c_int, old: *const c_char, new: *const c_char, flags: c_int) -> Result<c_int, c_int> {
+    // SAFETY: linkat's arguments.
+    ret(unsafe { libc::syscall(libc::SYS_linkat, olddirfd, old, libc::AT_FDCWD, new, flags) })
+}
+
+/// # Safety
 /// `path` is NUL-terminated.
 unsafe fn chown_path(path: *const c_char, uid: libc::uid_t, gid: libc::gid_t) {
     // SAFETY: fchownat's arguments; failure (not root) leaves the caller's ids, which is all we can do.
@@ -316,14 +346,30 @@ pub(crate) struct Shadow {
     rel: usize,
     /// Index of the table entry.
     entry: usize,
+    /// A symlink in the shadow was followed: the caller's own path no longer names the file.
+    followed: bool,
 }
+
+/// Where a path lies once mapped and symlinks in the shadow are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mapped {
+    /// Not under a sandboxed directory (no symlink in a shadow was involved): the caller's path as is.
+    No,
+    /// Under a sandboxed directory: the shadow path.
+    Inside,
+    /// A symlink in a shadow led out of every sandboxed directory: the absolute path it led to.
+    Outside,
+}
+
+/// Most symlinks in shadows followed for one path (the kernel's own limit).
+const MAX_LINK_HOPS: usize = 40;
 
 /// Where a call goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
     /// Not under a sandboxed directory: the original call.
     Original,
-    /// The shadow path ([`Shadow::ptr`]).
+    /// The path in [`Shadow::ptr`]: the shadow path, or the path a symlink in the shadow led to.
     Shadow,
     /// Fail with this errno (nothing done).
     Fail(c_int),
@@ -331,7 +377,118 @@ pub(crate) enum Route {
 
 impl Shadow {
     pub(crate) const fn new() -> Self {
-        Shadow { buf: [0; BUF], len: 0, rel: 0, entry: 0 }
+        Shadow { buf: [0; BUF], len: 0, rel: 0, entry: 0, followed: false }
+    }
+
+    /// Maps `path` (relative to `dirfd`) like [`Shadow::map`], then follows the symlinks that exist in the shadow
+    /// (made by a sandboxed `symlink`, or copied up) as the kernel would, but in the merged view: a link's text is
+    /// resolved against the sandboxed directory, not the shadow, and the result mapped again. A directory
+    /// component is always followed, the final one when `follow_final`. Symlinks of the real tree are left to the
+    /// kernel.
+    ///
+    /// # Safety
+    /// `path` is null or NUL-terminated.
+    unsafe fn map_resolved(&mut self, dirfd: c_int, path: *const c_char, follow_final: bool) -> Result<Mapped, c_int> {
+        self.followed = false;
+        // SAFETY: forwarded.
+        if !unsafe { self.map(dirfd, path) }? {
+            return Ok(Mapped::No);
+        }
+        for _ in 0..MAX_LINK_HOPS {
+            let Some((start, end)) = self.first_link(follow_final)? else { return Ok(Mapped::Inside) };
+            let mut next = [0u8; BUF];
+            let len = self.follow(start, end, &mut next)?;
+            self.followed = true;
+            // SAFETY: `follow` NUL-terminated `next`.
+            if !unsafe { self.map(libc::AT_FDCWD, next.as_ptr().cast()) }? {
+                let dst = self.buf.get_mut(..=len).ok_or(libc::ENAMETOOLONG)?;
+                dst.copy_from_slice(next.get(..=len).ok_or(libc::ENAMETOOLONG)?);
+                self.len = len;
+                return Ok(Mapped::Outside);
+            }
+        }
+        Err(libc::ELOOP)
+    }
+
+    /// The first component of the shadow path that is a symlink to follow, as (index of its leading `/`, its end),
+    /// or `None` when the shadow has none (it ends, or holds a file or whiteout, first).
+    fn first_link(&mut self, follow_final: bool) -> Result<Option<(usize, usize)>, c_int> {
+        let mut prev = self.rel;
+        while let Some(end) = next_end(&self.buf, prev, self.len) {
+            let st = self.cut(end, |p, _| {
+                // SAFETY: `cut` hands over a NUL-terminated path.
+                unsafe { lstat(p) }
+            });
+            match st {
+                Ok(st) if file_type(&st) == libc::S_IFDIR => prev = end,
+                Ok(st) if file_type(&st) == libc::S_IFLNK && (end < self.len || follow_final) => {
+                    return Ok(Some((prev, end)));
+                }
+                Ok(_) | Err(libc::ENOENT | libc::ENOTDIR) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes into `out` (NUL-terminated) the merged-view path that the shadow symlink ending at `end` leads to:
+    /// its text (joined with the sandboxed directory's counterpart of the link's parent when relative) followed by
+    /// the rest of the path. Returns the length.
+    fn follow(&mut self, start: usize, end: usize, out: &mut [u8; BUF]) -> Result<usize, c_int> {
+        let room = BUF.saturating_sub(1);
+        let n = self.cut(end, |p, _| {
+            // SAFETY: `cut` hands over a NUL-terminated path; `out` is writable for `room` bytes.
+            ret(unsafe { libc::syscall(libc::SYS_readlinkat, libc::AT_FDCWD, p, out.as_mut_ptr(), room) })
+        })?;
+        let n = usize::try_from(n).unwrap_or(room);
+        if n == 0 {
+            return Err(libc::ENOENT);
+        }
+        let rest = self.buf.get(end..self.len).unwrap_or(&[]);
+        let mut len = n;
+        if out.first() != Some(&b'/') {
+            let e = self.entry().ok_or(libc::EIO)?;
+            let dir = e.dir.get(..e.dir_len).unwrap_or(&[]);
+            let parent = self.buf.get(self.rel..start).unwrap_or(&[]);
+            let prefix = dir.len().saturating_add(parent.len()).saturating_add(1);
+            if prefix.saturating_add(n) >= room {
+                return Err(libc::ENAMETOOLONG);
+            }
+            out.copy_within(..n, prefix);
+            let (head, _) = out.split_at_mut(prefix);
+            let (d, tail) = head.split_at_mut(dir.len());
+            d.copy_from_slice(dir);
+            let (p, slash) = tail.split_at_mut(parent.len());
+            p.copy_from_slice(parent);
+            if let Some(b) = slash.first_mut() {
+                *b = b'/';
+            }
+            len = prefix.saturating_add(n);
+        }
+        let total = len.saturating_add(rest.len());
+        if total >= room {
+            return Err(libc::ENAMETOOLONG);
+        }
+        out.get_mut(len..total).ok_or(libc::ENAMETOOLONG)?.copy_from_slice(rest);
+        *out.get_mut(total).ok_or(libc::ENAMETOOLONG)? = 0;
+        Ok(total)
+    }
+
+    /// Turns the shadow path into its counterpart in the real directory (where the real tree shows through after
+    /// a symlink in the shadow was followed).
+    fn switch_to_real_view(&mut self) -> Result<(), c_int> {
+        let e = self.entry().ok_or(libc::EIO)?;
+        let rel_len = self.len.saturating_sub(self.rel);
+        let total = e.dir_len.saturating_add(rel_len);
+        if total >= BUF.saturating_sub(1) {
+            return Err(libc::ENAMETOOLONG);
+        }
+        self.buf.copy_within(self.rel..self.len, e.dir_len);
+        self.buf.get_mut(..e.dir_len).ok_or(libc::EIO)?.copy_from_slice(e.dir.get(..e.dir_len).ok_or(libc::EIO)?);
+        *self.buf.get_mut(total).ok_or(libc::EIO)? = 0;
+        self.len = total;
+        self.rel = e.dir_len;
+        Ok(())
     }
 
     /// The shadow path as a C string.
@@ -391,6 +548,35 @@ impl Shadow {
         self.rel = e.upper_len;
         self.entry = i;
         Ok(true)
+    }
+
+    /// True when a link source names a descriptor (`AT_EMPTY_PATH` with an empty path, or `/proc/self/fd/N` with
+    /// `AT_SYMLINK_FOLLOW`) whose file lies in the shadow tree of table entry `entry`. Uses this buffer.
+    ///
+    /// # Safety
+    /// `path` is null or NUL-terminated.
+    unsafe fn descriptor_in_shadow(&mut self, dirfd: c_int, path: *const c_char, flags: c_int, entry: usize) -> bool {
+        let Some(e) = entries().get(entry) else { return false };
+        if path.is_null() {
+            return false;
+        }
+        // SAFETY: NUL-terminated (caller's contract); strnlen stops at BUF.
+        let n = unsafe { libc::strnlen(path, BUF) };
+        // SAFETY: the first `n` bytes were just read.
+        let given = unsafe { core::slice::from_raw_parts(path.cast::<u8>(), n) };
+        let room = BUF.saturating_sub(1);
+        let len = if given.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+            crate::paths::fd_target(dirfd, self.buf.get_mut(..room).unwrap_or(&mut []))
+        } else if given.starts_with(b"/proc/self/fd/") && flags & libc::AT_SYMLINK_FOLLOW != 0 {
+            // SAFETY: `path` is NUL-terminated; the buffer is writable for `room` bytes.
+            let n = unsafe { libc::syscall(libc::SYS_readlinkat, libc::AT_FDCWD, path, self.buf.as_mut_ptr(), room) };
+            usize::try_from(n).unwrap_or(0)
+        } else {
+            0
+        };
+        let upper = e.upper.get(..e.upper_len).unwrap_or(&[]);
+        let target = self.buf.get(..len.min(room)).unwrap_or(&[]);
+        len < room && target.starts_with(upper) && target.get(e.upper_len) == Some(&b'/')
     }
 
     /// Runs `f` with the path cut at `end` (a component boundary).
@@ -501,10 +687,29 @@ impl Shadow {
         Ok(())
     }
 
-    /// Copies the real file (or directory: an empty one with its mode) at the full path into the shadow.
+    /// Copies the real file (or directory: an empty one with its mode; or symlink: one with the same text) at the
+    /// full path into the shadow.
     fn copy_up_final(&mut self, real: &OwnedFd, st: &libc::stat, with_data: bool) -> Result<(), c_int> {
         let rel = self.real_rel();
         match file_type(st) {
+            libc::S_IFLNK => {
+                let mut text = [0u8; BUF];
+                // SAFETY: `text` is writable for BUF - 1 bytes, so the zeroed last byte stays a NUL terminator.
+                let n = ret(unsafe {
+                    libc::syscall(libc::SYS_readlinkat, real.0, rel, text.as_mut_ptr(), BUF.saturating_sub(1))
+                })?;
+                if usize::try_from(n).unwrap_or(BUF) >= BUF.saturating_sub(1) {
+                    return Err(libc::ENAMETOOLONG);
+                }
+                // SAFETY: both NUL-terminated.
+                match unsafe { symlink_at(text.as_ptr().cast(), self.ptr()) } {
+                    Ok(_) | Err(libc::EEXIST) => {}
+                    Err(e) => return Err(e),
+                }
+                // SAFETY: NUL-terminated; ownership is best effort (it needs root), chown_path does not follow.
+                unsafe { chown_path(self.ptr(), st.st_uid, st.st_gid) };
+                Ok(())
+            }
             libc::S_IFDIR => {
                 // SAFETY: NUL-terminated.
                 match unsafe { mkdir_at(libc::AT_FDCWD, self.ptr(), st.st_mode & 0o7777) } {
@@ -736,6 +941,8 @@ pub(crate) struct OpenIntent {
     write: bool,
     create: bool,
     truncate: bool,
+    /// The call acts on a final symlink itself (lchown, `AT_SYMLINK_NOFOLLOW`), not on what it points to.
+    nofollow: bool,
 }
 
 impl OpenIntent {
@@ -750,11 +957,18 @@ impl OpenIntent {
                 || tmpfile,
             create: flags & libc::O_CREAT != 0 && !tmpfile,
             truncate: flags & libc::O_TRUNC != 0,
+            // O_NOFOLLOW, and O_CREAT|O_EXCL (which fails on any existing name), do not follow a final symlink.
+            nofollow: flags & libc::O_NOFOLLOW != 0
+                || flags & (libc::O_CREAT | libc::O_EXCL) == (libc::O_CREAT | libc::O_EXCL),
         }
     }
 
-    /// A change to an existing file's bytes or attributes (truncate, chmod).
-    pub(crate) const MODIFY: OpenIntent = OpenIntent { write: true, create: false, truncate: false };
+    /// A change to an existing file's bytes or attributes (truncate, chmod, chown).
+    pub(crate) const MODIFY: OpenIntent = OpenIntent { write: true, create: false, truncate: false, nofollow: false };
+
+    /// A change to the attributes of the final component itself, a symlink included (lchown, `fchownat` with
+    /// `AT_SYMLINK_NOFOLLOW`): a real symlink is copied up as a symlink.
+    pub(crate) const MODIFY_LINK: OpenIntent = OpenIntent { nofollow: true, ..OpenIntent::MODIFY };
 }
 
 /// Decides where an open-like call on `path` goes, copying up first when it writes.
@@ -764,13 +978,23 @@ impl OpenIntent {
 pub(crate) unsafe fn route(sh: &mut Shadow, dirfd: c_int, path: *const c_char, intent: OpenIntent) -> Route {
     let _saved = SavedErrno::save();
     // SAFETY: forwarded.
-    match unsafe { sh.map(dirfd, path) } {
-        Ok(false) => Route::Original,
+    let routed = match unsafe { sh.map_resolved(dirfd, path, !intent.nofollow) } {
+        Ok(Mapped::No) => return Route::Original,
+        Ok(Mapped::Outside) => return Route::Shadow,
+        Err(e) => return Route::Fail(e),
+        Ok(Mapped::Inside) => {
+            if intent.write {
+                route_write(sh, intent)
+            } else {
+                route_read(sh)
+            }
+        }
+    };
+    match routed {
+        // The caller's path went through a symlink in the shadow: the real file is the one it led to.
+        Ok(Route::Original) if sh.followed => sh.switch_to_real_view().map_or_else(Route::Fail, |()| Route::Shadow),
+        Ok(r) => r,
         Err(e) => Route::Fail(e),
-        Ok(true) => match if intent.write { route_write(sh, intent) } else { route_read(sh) } {
-            Ok(r) => r,
-            Err(e) => Route::Fail(e),
-        },
     }
 }
 
@@ -808,12 +1032,13 @@ fn route_write(sh: &mut Shadow, intent: OpenIntent) -> Result<Route, c_int> {
         State::Missing if walk.opaque => Ok(Route::Shadow),
         State::Missing => {
             let real = sh.real_dir()?;
-            let real_st = sh.real_stat(&real, true)?;
+            let real_st = sh.real_stat(&real, !intent.nofollow)?;
             if real_st.is_none() && !intent.create {
                 return Err(libc::ENOENT);
             }
+            let copyable = |t| matches!(t, libc::S_IFREG | libc::S_IFDIR) || (intent.nofollow && t == libc::S_IFLNK);
             if let Some(st) = &real_st
-                && !matches!(file_type(st), libc::S_IFREG | libc::S_IFDIR)
+                && !copyable(file_type(st))
             {
                 // A fifo, socket or device: writing it changes no file; the real one is used.
                 return Ok(Route::Original);
@@ -867,12 +1092,30 @@ pub(crate) unsafe fn remove(dirfd: c_int, path: *const c_char, kind: Remove) -> 
     let saved = errno();
     let mut sh = Shadow::new();
     // SAFETY: forwarded.
-    let done = match unsafe { sh.map(dirfd, path) } {
-        Ok(false) => None,
+    let done = match unsafe { sh.map_resolved(dirfd, path, false) } {
+        Ok(Mapped::No) => None,
         Err(e) => Some(Err(e)),
-        Ok(true) => Some(remove_mapped(&mut sh, kind)),
+        Ok(Mapped::Outside) => Some(remove_outside(&sh, kind)),
+        Ok(Mapped::Inside) => Some(remove_mapped(&mut sh, kind)),
     };
     finish(done, saved)
+}
+
+/// A remove whose path a symlink in the shadow led out of the sandboxed directories: done there.
+fn remove_outside(sh: &Shadow, kind: Remove) -> Result<(), c_int> {
+    let unlink = |flags: c_int| {
+        // SAFETY: the path is NUL-terminated.
+        unsafe { unlink_at(libc::AT_FDCWD, sh.ptr(), flags) }
+    };
+    let rc = match kind {
+        Remove::File => unlink(0),
+        Remove::Dir => unlink(libc::AT_REMOVEDIR),
+        Remove::Any => match unlink(0) {
+            Err(libc::EISDIR) => unlink(libc::AT_REMOVEDIR),
+            other => other,
+        },
+    };
+    rc.map(|_| ())
 }
 
 fn remove_mapped(sh: &mut Shadow, kind: Remove) -> Result<(), c_int> {
@@ -993,31 +1236,43 @@ pub(crate) unsafe fn mkdir(dirfd: c_int, path: *const c_char, mode: libc::mode_t
     let saved = errno();
     let mut sh = Shadow::new();
     // SAFETY: forwarded.
-    let done = match unsafe { sh.map(dirfd, path) } {
-        Ok(false) => None,
+    let done = match unsafe { sh.map_resolved(dirfd, path, false) } {
+        Ok(Mapped::No) => None,
         Err(e) => Some(Err(e)),
-        Ok(true) => Some(mkdir_mapped(&mut sh, mode)),
+        Ok(Mapped::Outside) => Some(
+            // SAFETY: NUL-terminated.
+            unsafe { mkdir_at(libc::AT_FDCWD, sh.ptr(), mode) }.map(|_| ()),
+        ),
+        Ok(Mapped::Inside) => Some(mkdir_mapped(&mut sh, mode)),
     };
     finish(done, saved)
 }
 
 fn mkdir_mapped(sh: &mut Shadow, mode: libc::mode_t) -> Result<(), c_int> {
-    let walk = sh.walk()?;
-    let mk = |sh: &Shadow| {
+    let over_whiteout = prepare_new(sh)?;
+    // SAFETY: NUL-terminated.
+    unsafe { mkdir_at(libc::AT_FDCWD, sh.ptr(), mode) }?;
+    if over_whiteout {
+        // The real directory of that name must stay hidden: an opaque directory, as overlayfs makes it.
         // SAFETY: NUL-terminated.
-        unsafe { mkdir_at(libc::AT_FDCWD, sh.ptr(), mode) }.map(|_| ())
-    };
+        unsafe { set_xattr(sh.ptr(), &OPAQUE_XATTRS, b"y") }?;
+    }
+    Ok(())
+}
+
+/// Readies the shadow for a new entry at the full path (mkdir, symlink, link): fails with `EEXIST` when the
+/// merged view already has one, `ENOENT` under a deleted directory; removes a whiteout there (returns true then),
+/// and makes the missing parent directories.
+fn prepare_new(sh: &mut Shadow) -> Result<bool, c_int> {
+    let walk = sh.walk()?;
     match walk.state {
         State::Hidden => Err(libc::ENOENT),
         State::Exists(_) => Err(libc::EEXIST),
-        State::Missing if walk.opaque => mk(sh),
+        State::Missing if walk.opaque => Ok(false),
         State::Whiteout => {
             // SAFETY: NUL-terminated.
             unsafe { unlink_at(libc::AT_FDCWD, sh.ptr(), 0) }?;
-            mk(sh)?;
-            // The real directory of that name must stay hidden: an opaque directory, as overlayfs makes it.
-            // SAFETY: NUL-terminated.
-            unsafe { set_xattr(sh.ptr(), &OPAQUE_XATTRS, b"y") }
+            Ok(true)
         }
         State::Missing => {
             let real = sh.real_dir()?;
@@ -1026,9 +1281,109 @@ fn mkdir_mapped(sh: &mut Shadow, mode: libc::mode_t) -> Result<(), c_int> {
             }
             let first_missing = next_end(&sh.buf, walk.at, sh.len).unwrap_or(sh.len);
             sh.copy_up_parents(&real, first_missing)?;
-            mk(sh)
+            Ok(false)
         }
     }
+}
+
+/// symlink/symlinkat whose new link is under a sandboxed directory: the link is made in the shadow, its text
+/// unchanged (a relative text resolves the same there, as the shadow mirrors the directory's layout).
+///
+/// # Safety
+/// `text` and `path` are null or NUL-terminated.
+pub(crate) unsafe fn symlink(text: *const c_char, dirfd: c_int, path: *const c_char) -> Option<c_int> {
+    if !enabled() || text.is_null() {
+        return None;
+    }
+    let saved = errno();
+    let mut sh = Shadow::new();
+    // SAFETY: forwarded.
+    let done = match unsafe { sh.map_resolved(dirfd, path, false) } {
+        Ok(Mapped::No) => None,
+        Err(e) => Some(Err(e)),
+        Ok(Mapped::Outside) => Some(
+            // SAFETY: both NUL-terminated.
+            unsafe { symlink_at(text, sh.ptr()) }.map(|_| ()),
+        ),
+        Ok(Mapped::Inside) => Some(prepare_new(&mut sh).and_then(|_| {
+            // SAFETY: both NUL-terminated.
+            unsafe { symlink_at(text, sh.ptr()) }.map(|_| ())
+        })),
+    };
+    finish(done, saved)
+}
+
+/// link/linkat with at least one path under a sandboxed directory: both in the same one links in the shadow (the
+/// source copied up first); one side outside, or two different sandboxed directories, fail with `EXDEV` (as
+/// between file systems). A source given as a descriptor (`AT_EMPTY_PATH`, or `/proc/self/fd/N` with
+/// `AT_SYMLINK_FOLLOW`: how an `O_TMPFILE` file gets its name) is linked when its file lies in the same shadow.
+///
+/// # Safety
+/// Both paths are null or NUL-terminated.
+pub(crate) unsafe fn link(
+    olddirfd: c_int,
+    old: *const c_char,
+    newdirfd: c_int,
+    new: *const c_char,
+    flags: c_int,
+) -> Option<c_int> {
+    if !enabled() {
+        return None;
+    }
+    let saved = errno();
+    let mut src = Shadow::new();
+    let mut dst = Shadow::new();
+    let follow = flags & libc::AT_SYMLINK_FOLLOW != 0;
+    // SAFETY: forwarded.
+    let (a, b) = unsafe { (src.map_resolved(olddirfd, old, follow), dst.map_resolved(newdirfd, new, false)) };
+    let done = match (a, b) {
+        (Ok(Mapped::No), Ok(Mapped::No)) => None,
+        (Err(e), _) | (_, Err(e)) => Some(Err(e)),
+        (Ok(Mapped::Inside), Ok(Mapped::Inside)) if src.entry == dst.entry => {
+            Some(link_mapped(&mut src, &mut dst, follow))
+        }
+        // SAFETY: forwarded.
+        (Ok(Mapped::No), Ok(Mapped::Inside))
+            if unsafe { src.descriptor_in_shadow(olddirfd, old, flags, dst.entry) } =>
+        {
+            Some(prepare_new(&mut dst).and_then(|_| {
+                // SAFETY: the caller's source (a descriptor's name) and the NUL-terminated shadow path.
+                unsafe { link_at(olddirfd, old, dst.ptr(), flags) }.map(|_| ())
+            }))
+        }
+        _ => Some(Err(libc::EXDEV)),
+    };
+    finish(done, saved)
+}
+
+fn link_mapped(src: &mut Shadow, dst: &mut Shadow, follow: bool) -> Result<(), c_int> {
+    let real = src.real_dir()?;
+    let sw = src.walk()?;
+    let check = |st: &libc::stat| match file_type(st) {
+        libc::S_IFDIR => Err(libc::EPERM),
+        // Following a symlink could lead out of the shadow: as between file systems.
+        libc::S_IFLNK if follow => Err(libc::EXDEV),
+        _ => Ok(()),
+    };
+    match sw.state {
+        State::Whiteout | State::Hidden => return Err(libc::ENOENT),
+        State::Missing if sw.opaque => return Err(libc::ENOENT),
+        State::Missing => {
+            let st = src.real_stat(&real, false)?.ok_or(libc::ENOENT)?;
+            check(&st)?;
+            if !matches!(file_type(&st), libc::S_IFREG | libc::S_IFLNK) {
+                // A fifo, socket or device cannot be copied up.
+                return Err(libc::EXDEV);
+            }
+            let first_missing = next_end(&src.buf, sw.at, src.len).unwrap_or(src.len);
+            src.copy_up_parents(&real, first_missing)?;
+            src.copy_up_final(&real, &st, true)?;
+        }
+        State::Exists(st) => check(&st)?,
+    }
+    prepare_new(dst)?;
+    // SAFETY: both NUL-terminated.
+    unsafe { link_at(libc::AT_FDCWD, src.ptr(), dst.ptr(), 0) }.map(|_| ())
 }
 
 /// rename/renameat/renameat2 with at least one path under a sandboxed directory.
@@ -1049,11 +1404,13 @@ pub(crate) unsafe fn rename(
     let mut src = Shadow::new();
     let mut dst = Shadow::new();
     // SAFETY: forwarded.
-    let (a, b) = unsafe { (src.map(olddirfd, old), dst.map(newdirfd, new)) };
+    let (a, b) = unsafe { (src.map_resolved(olddirfd, old, false), dst.map_resolved(newdirfd, new, false)) };
     let done = match (a, b) {
-        (Ok(false), Ok(false)) => None,
+        (Ok(Mapped::No), Ok(Mapped::No)) => None,
         (Err(e), _) | (_, Err(e)) => Some(Err(e)),
-        (Ok(true), Ok(true)) if src.entry == dst.entry => Some(rename_mapped(&mut src, &mut dst, flags)),
+        (Ok(Mapped::Inside), Ok(Mapped::Inside)) if src.entry == dst.entry => {
+            Some(rename_mapped(&mut src, &mut dst, flags))
+        }
         // One side outside, or two different sandboxed directories: as between file systems.
         _ => Some(Err(libc::EXDEV)),
     };

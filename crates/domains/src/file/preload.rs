@@ -16,19 +16,30 @@
 //! Mapping (the protocol's `FileActivity::classify`, checked on decode): open with `O_CREAT` of a file that did not
 //! exist, `O_CREAT|O_EXCL`, `O_TMPFILE`, and mkdir -> `create`; open for writing or truncating, truncate ->
 //! `write`; other opens -> `open`; unlink, unlinkat, rmdir, remove -> `delete`; rename, renameat, renameat2 ->
-//! `rename` with `file.new_path`; chmod, fchmod, fchmodat -> `chmod`. `file.flags` is the call's own flags: open(2)
-//! flags for the open family (fopen's mode string translated), `AT_*` for unlinkat/fchmodat, `RENAME_*` for
-//! renameat2, `O_DIRECTORY` for mkdir/mkdirat/rmdir; `file.mode` is the creation mode (or chmod's new mode) when
-//! the call has one.
+//! `rename` with `file.new_path`; chmod, fchmod, fchmodat -> `chmod`; link, linkat, symlink, symlinkat ->
+//! `create` of the new name (`file.path`) with what it refers to in `file.new_path` (the contract has no field
+//! of its own for a link's target): the existing file for a hard link, the link's text for a symlink (a relative
+//! text joined with the link's directory); chown, lchown, fchownat, fchown -> `chmod` (the contract's one
+//! attribute-change activity; the new owner is not reported, the contract has no field for it). `file.flags` is
+//! the call's own flags: open(2) flags for the open family (fopen's mode string translated), `AT_*` for
+//! unlinkat/fchmodat/linkat/fchownat (`AT_SYMLINK_NOFOLLOW` for lchown), `RENAME_*` for renameat2, `O_DIRECTORY`
+//! for mkdir/mkdirat/rmdir; `file.mode` is the creation mode (or chmod's new mode) when the call has one.
 //!
 //! Paths: the hook sends them absolute (joined with the cwd or the dirfd's target); here they are folded
 //! lexically (`.`, `..`) and, when the process shares the agent's mount namespace and root, resolved the way the
 //! kernel reports them: the final component followed for open/write/create/chmod of a file, not for delete,
-//! rename and directory creation (those act on the link itself). The decider sees the resolved path and, if it
+//! rename, directory creation, links, lchown and `AT_SYMLINK_NOFOLLOW` (those act on the link itself; a hard
+//! link's source is followed only with `AT_SYMLINK_FOLLOW`). The decider sees the resolved path and, if it
 //! differs, the path as named too (deny if either denies), so a symlink cannot dodge a rule; an open-family call
 //! classified `create` or `write` is also checked as `open`, as the kernel's permission check sees every open
 //! whatever its flags (a rule on `open` of /etc/shadow stops `echo x > /etc/shadow` too). A path whose base
 //! the hook could not read is reported as `?/NAME`, like the fanotify backend does.
+//!
+//! Links: policy path conditions match `file.path` or `file.new_path`, so a `create` rule matches a link whose new
+//! name or target it covers. A hard link (link, linkat) is also refused when its source would be refused as
+//! `open`, `write` or `chmod`: the new name reaches the same file, and later calls through it would be judged by
+//! the new name (closing the hard-link bypass of path rules). A symlink needs no such check: opening through it
+//! is judged by the resolved path.
 //!
 //! Process facts come from the kernel and /proc, never from the message: pid, uid, gid from `SO_PEERCRED`;
 //! the rest (exe, cmdline, ppid, guid, ids, cgroup) read once per session, at its hello (the process is alive
@@ -214,7 +225,7 @@ impl HookHandler for FileHandler {
         let (mut ev, named) = file_event(peer, facts, m);
         let parent_exe = facts.parent_exe.clone();
         if m.wants_verdict {
-            let decision = decide(self.decider.as_ref(), &ev, named.as_ref(), m.op.opens(), parent_exe.as_deref());
+            let decision = decide(self.decider.as_ref(), &ev, named.as_ref(), m.op, parent_exe.as_deref());
             ev.rule = decision.rule;
             match decision.action {
                 Action::Denied | Action::Killed => {
@@ -275,14 +286,15 @@ impl HookHandler for FileHandler {
 }
 
 /// Asks the decider about `ev`, then about its variants until one denies: the paths as named when resolving changed
-/// them, and, for an open-family call classified `create` or `write`, the same call as `open` (the kernel's
-/// permission check sees every open whatever its flags, so a rule on `open` must stop `echo x > FILE` too). The
-/// first deny wins; without one, the decision about `ev` itself.
+/// them; for an open-family call classified `create` or `write`, the same call as `open` (the kernel's
+/// permission check sees every open whatever its flags, so a rule on `open` must stop `echo x > FILE` too); for a
+/// hard link, its source as `open`, `write` and `chmod` (see the module doc). The first deny wins; without one,
+/// the decision about `ev` itself.
 fn decide(
     decider: &dyn Decider,
     ev: &Event,
     named: Option<&FileInfo>,
-    is_open_call: bool,
+    op: FileOp,
     parent_exe: Option<&str>,
 ) -> Decision {
     let is_deny = |d: &Decision| matches!(d.action, Action::Denied | Action::Killed);
@@ -296,11 +308,27 @@ fn decide(
         v.file = Some(named.clone());
         variants.push(v);
     }
-    if is_open_call && ev.activity != Activity::Open {
+    if op.opens() && ev.activity != Activity::Open {
         for v in [variants.first().cloned(), Some(ev.clone())].into_iter().flatten() {
             let mut as_open = v;
             as_open.activity = Activity::Open;
             variants.push(as_open);
+        }
+    }
+    if matches!(op, FileOp::Link | FileOp::Linkat) {
+        let sources = [ev.file.as_ref(), named].into_iter().flatten().filter_map(|f| f.new_path.clone());
+        let mut seen: Vec<String> = Vec::new();
+        for source in sources {
+            if seen.contains(&source) {
+                continue;
+            }
+            for activity in [Activity::Open, Activity::Write, Activity::Chmod] {
+                let mut v = ev.clone();
+                v.activity = activity;
+                v.file = Some(FileInfo { path: source.clone(), ..FileInfo::default() });
+                variants.push(v);
+            }
+            seen.push(source);
         }
     }
     variants.iter().map(|v| decider.decide(v, parent_exe)).find(is_deny).unwrap_or(first)
@@ -337,7 +365,12 @@ fn activity(a: FileActivity) -> Activity {
 fn flags_and_mode(m: &FileMessage<'_>) -> (Option<u32>, Option<u32>) {
     let flags = match m.op {
         _ if m.op.opens() => Some(m.call_flags),
-        FileOp::Unlinkat | FileOp::Fchmodat | FileOp::Renameat2 => Some(m.call_flags),
+        FileOp::Unlinkat
+        | FileOp::Fchmodat
+        | FileOp::Renameat2
+        | FileOp::Linkat
+        | FileOp::Lchown
+        | FileOp::Fchownat => Some(m.call_flags),
         FileOp::Mkdir | FileOp::Mkdirat | FileOp::Rmdir if m.has(FILE_FLAG_DIRECTORY) => Some(libc::O_DIRECTORY as u32),
         _ => None,
     };
@@ -370,14 +403,17 @@ fn wire_path(bytes: &[u8], unresolved: bool) -> String {
 
 /// `named` with its paths resolved as the kernel would report them (see the module doc).
 fn resolve(m: &FileMessage<'_>, named: &FileInfo) -> FileInfo {
+    let nofollow = m.call_flags & (libc::AT_SYMLINK_NOFOLLOW as u32) != 0;
     let follows_final = match m.activity {
-        FileActivity::Open | FileActivity::Write | FileActivity::Chmod => true,
+        FileActivity::Open | FileActivity::Write => true,
+        FileActivity::Chmod => !(matches!(m.op, FileOp::Lchown | FileOp::Fchownat | FileOp::Fchmodat) && nofollow),
         FileActivity::Create => m.op.opens(),
         FileActivity::Delete | FileActivity::Rename => false,
     };
+    let new_follows_final = m.op == FileOp::Linkat && m.call_flags & (libc::AT_SYMLINK_FOLLOW as u32) != 0;
     let mut out = named.clone();
     out.path = resolve_path(&named.path, follows_final);
-    out.new_path = named.new_path.as_deref().map(|p| resolve_path(p, false));
+    out.new_path = named.new_path.as_deref().map(|p| resolve_path(p, new_follows_final));
     out
 }
 
@@ -452,6 +488,46 @@ mod tests {
         );
         assert_eq!(flags_and_mode(&msg(FileOp::Chmod, 0, 0, 0o4755)), (None, Some(0o4755)));
         assert_eq!(flags_and_mode(&msg(FileOp::Renameat2, 0, 1, 0)), (Some(1), None));
+        let follow = libc::AT_SYMLINK_FOLLOW as u32;
+        assert_eq!(flags_and_mode(&msg(FileOp::Linkat, 0, follow, 0)), (Some(follow), None));
+        assert_eq!(flags_and_mode(&msg(FileOp::Link, 0, 0, 0)), (None, None));
+        assert_eq!(flags_and_mode(&msg(FileOp::Symlinkat, 0, 0, 0)), (None, None));
+        assert_eq!(flags_and_mode(&msg(FileOp::Chown, 0, 0, 0)), (None, None), "no mode: the owner is not a mode");
+        let nofollow = libc::AT_SYMLINK_NOFOLLOW as u32;
+        assert_eq!(flags_and_mode(&msg(FileOp::Lchown, 0, nofollow, 0)), (Some(nofollow), None));
+        assert_eq!(flags_and_mode(&msg(FileOp::Fchown, 0, 0, 0)), (None, None));
+    }
+
+    /// Denies one activity on one exact path.
+    struct DenyOne(Activity, &'static str);
+
+    impl Decider for DenyOne {
+        fn decide(&self, ev: &Event, _parent_exe: Option<&str>) -> Decision {
+            match &ev.file {
+                Some(f) if ev.activity == self.0 && f.path == self.1 => {
+                    Decision { action: Action::Denied, rule: Some("r".into()) }
+                }
+                _ => Decision::default(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_hard_link_is_decided_on_its_source_too_a_symlink_is_not() {
+        let mut ev = Event::new(Domain::File, Activity::Create, BACKEND);
+        ev.file = Some(FileInfo { path: "/tmp/x".into(), new_path: Some("/etc/shadow".into()), ..FileInfo::default() });
+        let denied = |d: &dyn Decider, op| decide(d, &ev, None, op, None).action == Action::Denied;
+        for activity in [Activity::Open, Activity::Write, Activity::Chmod] {
+            let rule = DenyOne(activity, "/etc/shadow");
+            assert!(denied(&rule, FileOp::Link) && denied(&rule, FileOp::Linkat), "{activity:?}");
+            assert!(!denied(&rule, FileOp::Symlink) && !denied(&rule, FileOp::Symlinkat), "{activity:?}");
+        }
+        assert!(!denied(&DenyOne(Activity::Delete, "/etc/shadow"), FileOp::Link), "a link does not delete");
+        assert!(denied(&DenyOne(Activity::Create, "/tmp/x"), FileOp::Symlink), "the new name is a create");
+        // The source as named counts too (it may differ from the resolved one).
+        let named = FileInfo { path: "/tmp/x".into(), new_path: Some("/alias/shadow".into()), ..FileInfo::default() };
+        let d = decide(&DenyOne(Activity::Open, "/alias/shadow"), &ev, Some(&named), FileOp::Link, None);
+        assert_eq!(d.action, Action::Denied);
     }
 
     #[test]

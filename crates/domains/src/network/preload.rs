@@ -1,6 +1,7 @@
-//! Network domain, user mode through the LD_PRELOAD hook: connects, first sends to a destination and name
-//! lookups from inside each hooked process; block (the call fails) and redirect to the local proxy
-//! (proxychains-style) before the connection leaves the process.
+//! Network domain, user mode through the LD_PRELOAD hook: connects, accepts, the close of those TCP connections
+//! (with bytes and duration), first sends to a destination and name lookups from inside each hooked process;
+//! block (the call fails) and redirect to the local proxy (proxychains-style) before the connection leaves the
+//! process.
 //!
 //! [`NetworkPreload`] registers a handler for `NET_REQUEST`, `NET_REPORT` and `NET_DNS` on the hook socket
 //! ([`crate::preload::SharedSocket`], shared with the process and file backends); the hook's session carries
@@ -17,10 +18,14 @@
 //!   hook: the connection goes ahead and the event says `alerted` with the rule. A verdict that reached the hook
 //!   after its timeout is reported as `alerted` plus a `sensor`/`error` event, never as `blocked`.
 //!
-//! Mapping: `connect` -> `connect` (`direction: outbound`); `sendto`/`sendmsg` with a destination -> `send` with
-//! `bytes_out` the size of that first send (or `connect` for TCP Fast Open); a lookup -> `dns` with
-//! `dns.query` and `dns.answers` (the addresses the resolver returned; protocol `dns`, since the resolver may have
-//! answered from /etc/hosts without any packet). The answers of a session's lookups are remembered (up to
+//! Mapping: `connect` -> `connect` (`direction: outbound`); `sendto`/`sendmsg`/`sendmmsg` with a destination ->
+//! `send` with `bytes_out` the size of that first send (or `connect` for TCP Fast Open); `accept`/`accept4` ->
+//! `accept` (`direction: inbound`, `src` the peer, `dst` the local address; reported, never asked about: a policy
+//! block applies to outbound connections); the close of a connection the hook saw open -> `close` with
+//! `bytes_out`/`bytes_in` (payload bytes acknowledged by the peer / received, from `TCP_INFO`), `duration_us` and
+//! the same orientation as the kernel monitor's close (`src` the peer for an accepted connection); a lookup ->
+//! `dns` with `dns.query` and `dns.answers` (the addresses the resolver returned; protocol `dns`, since the
+//! resolver may have answered from /etc/hosts without any packet). The answers of a session's lookups are remembered (up to
 //! [`NAMES_PER_SESSION`]), so a later connect of that process to one of them carries `dst_name`.
 //!
 //! Process facts come from the kernel and /proc, never from the message: pid, uid, gid from `SO_PEERCRED`, the
@@ -28,8 +33,9 @@
 //!
 //! What it cannot see (asserted in the tests): statically linked programs, raw `syscall(SYS_connect, ..)`,
 //! processes started without the hook, setuid programs, sends on a connected socket (by design: the connect was
-//! seen), `sendmmsg`, resolvers that do not go through the hooked libc functions (a program's own DNS client is
-//! seen only as UDP sends to port 53), and inbound connections (`accept`; the sock_diag backend sees those).
+//! seen), resolvers that do not go through the hooked libc functions (a program's own DNS client is seen only as
+//! UDP sends to port 53), and the close of a connection through `close_range`, `dup2` over it, `fclose` of an
+//! `fdopen`ed socket or a raw system call (no `close` event then; nothing wrong is reported either).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -42,8 +48,8 @@ use ringwatch_core::{
     SourceError, SourceKind,
 };
 use ringwatch_hook_protocol::{
-    CONFIG_NET_REPORT, CONFIG_NET_VERDICT, DnsMessage, Header, Message, MessageKind, NetMessage, NetOp, NetVerdict,
-    PROTO_TCP, encode_net_verdict,
+    CONFIG_NET_REPORT, CONFIG_NET_VERDICT, DnsMessage, Header, Message, MessageKind, NET_FLAG_INBOUND, NetMessage,
+    NetOp, NetVerdict, PROTO_TCP, encode_net_verdict,
 };
 
 use super::proxy::Proxy;
@@ -309,9 +315,11 @@ fn protocol_name(p: u8) -> &'static str {
     if p == PROTO_TCP { "tcp" } else { "udp" }
 }
 
-/// The event for a connect or send.
+/// The event for a connect, send, accept or close.
 fn net_event(peer: Peer, facts: &SessionFacts, m: &NetMessage) -> Event {
     let activity = match (m.op, m.protocol) {
+        (NetOp::Accept | NetOp::Accept4, _) => Activity::Accept,
+        (NetOp::Close, _) => Activity::Close,
         (NetOp::Connect, _) => Activity::Connect,
         // sendto with MSG_FASTOPEN on TCP connects.
         (_, PROTO_TCP) => Activity::Connect,
@@ -321,15 +329,26 @@ fn net_event(peer: Peer, facts: &SessionFacts, m: &NetMessage) -> Event {
     ev.process = facts.process.clone();
     ev.process.pid = peer.pid;
     ev.process.tid = if m.pid == peer.pid { m.tid } else { 0 };
+    // The initiator goes in `src`, as the kernel monitor does: the peer of an accepted connection.
+    let inbound = activity == Activity::Accept || m.flags & NET_FLAG_INBOUND != 0;
+    // A reset connection's close no longer knows its peer (sent as the unspecified address, port 0).
+    let remote = Some(m.dst).filter(|d| d.port() != 0 || !d.ip().is_unspecified());
+    let (src, dst) = if inbound { (remote, m.src) } else { (m.src, remote) };
+    let close = m.close.filter(|_| activity == Activity::Close);
     ev.network = Some(NetworkInfo {
         protocol: protocol_name(m.protocol).into(),
-        src_ip: m.src.map(|s| s.ip().to_string()),
-        src_port: m.src.map(|s| s.port()),
-        dst_ip: Some(m.dst.ip().to_string()),
-        dst_port: Some(m.dst.port()),
-        direction: Some("outbound".into()),
-        bytes_out: (activity == Activity::Send).then_some(u64::from(m.bytes)),
-        dst_name: facts.names.get(&canonical(m.dst.ip())).cloned(),
+        src_ip: src.map(|s| s.ip().to_string()),
+        src_port: src.map(|s| s.port()),
+        dst_ip: dst.map(|d| d.ip().to_string()),
+        dst_port: dst.map(|d| d.port()),
+        direction: Some(if inbound { "inbound" } else { "outbound" }.into()),
+        bytes_out: match activity {
+            Activity::Send => Some(u64::from(m.bytes)),
+            _ => close.map(|c| c.bytes_out),
+        },
+        bytes_in: close.map(|c| c.bytes_in),
+        duration_us: close.map(|c| c.duration_us),
+        dst_name: if inbound { None } else { remote.and_then(|r| facts.names.get(&canonical(r.ip())).cloned()) },
         ..NetworkInfo::default()
     });
     ev
@@ -416,10 +435,50 @@ mod tests {
             protocol: PROTO_TCP,
             dst: SocketAddr::new(IpAddr::V6("::ffff:10.0.0.9".parse().expect("test value")), 80),
             src: None,
+            close: None,
         };
         let ev = net_event(peer(), &f, &m);
         assert_eq!(ev.activity, Activity::Connect);
         assert!(!ev.trusted);
         assert_eq!(ev.network.expect("test value").dst_name.as_deref(), Some("db.test"));
+    }
+
+    fn connection(op: NetOp, flags: u16, remote: &str, close: Option<ringwatch_hook_protocol::NetClose>) -> NetMessage {
+        NetMessage {
+            wants_verdict: false,
+            op,
+            flags,
+            pid: 7,
+            tid: 8,
+            uid: 0,
+            result: Some(0),
+            dropped: 0,
+            bytes: 0,
+            protocol: PROTO_TCP,
+            dst: remote.parse().expect("test value"),
+            src: Some("127.0.0.1:8080".parse().expect("test value")),
+            close,
+        }
+    }
+
+    #[test]
+    fn accepts_and_closes_are_oriented_like_the_kernel_monitor() {
+        let f = facts();
+        let ev = net_event(peer(), &f, &connection(NetOp::Accept4, NET_FLAG_INBOUND, "127.0.0.1:40000", None));
+        let net = ev.network.expect("test value");
+        assert_eq!(ev.activity, Activity::Accept);
+        assert_eq!((net.src_port, net.dst_port, net.direction.as_deref()), (Some(40000), Some(8080), Some("inbound")));
+        assert_eq!((net.bytes_out, net.bytes_in, net.duration_us), (None, None, None));
+        let counters = ringwatch_hook_protocol::NetClose { bytes_out: 5, bytes_in: 6, duration_us: 7 };
+        let ev = net_event(peer(), &f, &connection(NetOp::Close, 0, "10.0.0.1:443", Some(counters)));
+        let net = ev.network.expect("test value");
+        assert_eq!(ev.activity, Activity::Close);
+        assert_eq!((net.src_port, net.dst_ip.as_deref(), net.dst_port), (Some(8080), Some("10.0.0.1"), Some(443)));
+        assert_eq!((net.bytes_out, net.bytes_in, net.duration_us), (Some(5), Some(6), Some(7)));
+        assert_eq!(net.direction.as_deref(), Some("outbound"));
+        // A reset connection's close: the peer is unknown, not 0.0.0.0:0.
+        let ev = net_event(peer(), &f, &connection(NetOp::Close, NET_FLAG_INBOUND, "0.0.0.0:0", Some(counters)));
+        let net = ev.network.expect("test value");
+        assert_eq!((net.src_ip, net.src_port, net.dst_port), (None, None, Some(8080)));
     }
 }
