@@ -2,7 +2,9 @@
 //! connection's original destination, looks at the client's first bytes for the HTTP `Host` or the TLS SNI,
 //! applies the host-name rules (a blocked name is closed before any byte reaches the server), connects to the
 //! original destination and relays both ways, reporting one `connect` event (action `redirected`, or `blocked` /
-//! `alerted` by a host rule) and one `close` event with the byte counts per connection.
+//! `alerted` by a host rule) and one `close` event with the byte counts, the Host and the SNI per connection. For
+//! a connection the preload hook redirected, whose connect its backend already reported, the proxy reports the
+//! connect only when a host rule decided (so every redirected connection is one connect event in either mode).
 //!
 //! Two listeners on loopback:
 //! - the **kernel port**, which the enforcer's `connect4/6` programs rewrite matching connects to; the original
@@ -420,13 +422,19 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, port: Port, shared: &Sh
     };
     let name = http.as_ref().map(|h| h.host.clone()).or_else(|| tls.as_ref().map(|t| t.sni.clone()));
     let decision = name.as_deref().and_then(|n| host_rules.decide(n).map(|(id, a)| (id.to_owned(), a)));
+    let host_decided = decision.is_some();
     let (action, rule) = match decision {
         Some((id, NetAction::Block)) => (Action::Blocked, Some(id)),
         Some((id, NetAction::Alert)) => (Action::Alerted, Some(id)),
         Some((id, _)) => (Action::Redirected, Some(id)),
         None => (Action::Redirected, conn.orig.rule.clone()),
     };
-    conn.emit(Activity::Connect, action, rule.clone(), &http, &tls, None);
+    // One connect event per redirected connection. A kernel redirect wrote none, so the proxy reports it; a hook
+    // redirect was reported by the hook's backend (rule, pid from the socket peer), so the proxy adds its connect
+    // only when a host rule changed the outcome. Host/SNI are also on the close event below.
+    if port == Port::Kernel || host_decided {
+        conn.emit(Activity::Connect, action, rule.clone(), &http, &tls, None);
+    }
     if action == Action::Blocked {
         shared.stats.host_blocked.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(backend = NAME, host = ?name, "closed by host rule");
