@@ -513,6 +513,7 @@ fn check_path(path: &[u8], unresolved: bool, name: &'static str) -> Result<(), D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
     use crate::{MAX_MESSAGE, Message, decode};
     use std::vec::Vec;
 
@@ -753,17 +754,6 @@ mod tests {
         let mut short = good[..h + 10].to_vec();
         short[8..12].copy_from_slice(&((h + 10) as u32).to_le_bytes());
         assert!(matches!(decode(&short), Err(DecodeError::Short { .. })));
-    }
-
-    /// xorshift64*: deterministic pseudo-random bytes without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
     }
 
     #[test]

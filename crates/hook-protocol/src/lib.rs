@@ -796,9 +796,26 @@ fn decode_verdict(body: &[u8]) -> Result<Verdict, DecodeError> {
     }
 }
 
+/// Deterministic pseudo-random numbers for the decoders' fuzz tests.
+#[cfg(test)]
+mod test_rng {
+    /// xorshift64*: deterministic pseudo-random bytes without a dependency.
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
     use std::vec::Vec;
 
     fn fixed(op: ExecOp) -> ExecFixed {
@@ -953,17 +970,6 @@ mod tests {
         let mut buf = [0u8; HEADER_LEN + 4];
         write_header(&mut buf, MessageKind(0x02ff), HEADER_LEN + 4, 5).unwrap();
         assert_eq!(decode(&buf).unwrap().1, Message::Unknown(MessageKind(0x02ff)));
-    }
-
-    /// xorshift64*: deterministic pseudo-random bytes without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
     }
 
     #[test]

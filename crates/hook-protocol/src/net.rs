@@ -619,6 +619,7 @@ pub fn decode_proxy_header(bytes: &[u8]) -> Result<(SocketAddr, u32), DecodeErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
     use crate::{Message, decode};
     use std::vec::Vec;
 
@@ -817,17 +818,6 @@ mod tests {
             encode_net_report(&mut buf, 1, &NetFixed { protocol: PROTO_UDP, ..fixed(NetOp::Accept, "1.2.3.4:1") }, 0)
                 .unwrap();
         assert_eq!(decode(&buf[..n]).map(|_| ()), Err(DecodeError::BadField("protocol")));
-    }
-
-    /// xorshift64*: deterministic pseudo-random bytes without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
     }
 
     #[test]

@@ -132,6 +132,20 @@ impl Compiler<'_> {
         self.report(node.pos, field, ProblemKind::InvalidValue, message);
     }
 
+    /// The entries of a settings section (`files:`, `network:`, `keystrokes:`): none when it is empty, and none
+    /// (with a problem naming `section` and its `fields`) when it is not a mapping.
+    pub(super) fn section_entries<'n>(&mut self, node: &'n Node, section: &str, fields: &str) -> &'n [(Key, Node)] {
+        match &node.value {
+            Value::Null => &[],
+            Value::Map(m) => m,
+            other => {
+                let message = format!("expected a mapping ({fields}), found {}", other.kind());
+                self.invalid(node, section, message);
+                &[]
+            }
+        }
+    }
+
     fn unknown_field(&mut self, key: &Key, field: &str, expected: &str) {
         let message = format!("unknown field `{}`; expected one of {expected}", key.name);
         self.report(key.pos, field, ProblemKind::UnknownField, message);
@@ -749,16 +763,7 @@ impl Compiler<'_> {
     /// The `files` section: monitor noise control and the default verdict deadline.
     fn files(&mut self, node: &Node) -> FileSettings {
         let mut out = FileSettings::default();
-        let entries = match &node.value {
-            Value::Null => return out,
-            Value::Map(m) => m,
-            other => {
-                let message = format!("expected a mapping ({FILES_FIELDS}), found {}", other.kind());
-                self.invalid(node, "files", message);
-                return out;
-            }
-        };
-        for (key, value) in entries {
+        for (key, value) in self.section_entries(node, "files", FILES_FIELDS) {
             let f = format!("files.{}", key.name);
             match key.name.as_str() {
                 "exclude" => {

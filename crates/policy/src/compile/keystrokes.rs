@@ -22,15 +22,10 @@ impl Compiler<'_> {
     pub(super) fn keystrokes(&mut self, node: &Node) -> KeystrokeSettings {
         let mut plan = KeystrokePlan::default();
         let mut patterns = Vec::new();
-        let entries = match &node.value {
-            Value::Null => return KeystrokeSettings::default(),
-            Value::Map(m) => m,
-            other => {
-                let message = format!("expected a mapping ({KEYSTROKES_FIELDS}), found {}", other.kind());
-                self.invalid(node, "keystrokes", message);
-                return KeystrokeSettings::default();
-            }
-        };
+        let entries = self.section_entries(node, "keystrokes", KEYSTROKES_FIELDS);
+        if entries.is_empty() {
+            return KeystrokeSettings::default();
+        }
         for (key, value) in entries {
             let f = format!("keystrokes.{}", key.name);
             match key.name.as_str() {

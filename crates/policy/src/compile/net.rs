@@ -19,16 +19,7 @@ impl Compiler<'_> {
     /// The `network` section: `dns: true|false`.
     pub(super) fn network_settings(&mut self, node: &Node) -> NetworkSettings {
         let mut out = NetworkSettings::default();
-        let entries = match &node.value {
-            Value::Null => return out,
-            Value::Map(m) => m,
-            other => {
-                let message = format!("expected a mapping ({NETWORK_FIELDS}), found {}", other.kind());
-                self.invalid(node, "network", message);
-                return out;
-            }
-        };
-        for (key, value) in entries {
+        for (key, value) in self.section_entries(node, "network", NETWORK_FIELDS) {
             let f = format!("network.{}", key.name);
             match key.name.as_str() {
                 "dns" => {
