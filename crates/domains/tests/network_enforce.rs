@@ -345,15 +345,7 @@ fn redirect_sends_http_and_tls_through_the_proxy_with_host_sni_and_original_dest
     let ip = net.server_ip();
     let ips = ip.to_string();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    run_ok(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=tls.example.test"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
+    let (cert, key) = common::self_signed_cert(dir.path(), "tls.example.test");
     let mut http = net.server.command("python3");
     http.args(["-m", "http.server", "8080", "--bind", &ips]).current_dir(dir.path());
     let http = Program::start(http, &net.server, ip, 8080);

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::netns::NetNs;
-use common::{Running, build_c_helpers, hook_lib, ok_or_skip, root_and_hook_or_skip};
+use common::{Running, build_c_helpers, hook_lib, ok_or_skip, root_and_hook_or_skip, self_signed_cert};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, send, socket};
 use ringwatch_core::{Action, Activity, Decider, Event, ObserveAll};
 use ringwatch_domains::network::preload::{NetVerdicts, NetworkPreload, NetworkPreloadConfig};
@@ -365,18 +365,7 @@ fn redirect_rule_sends_a_tls_connection_through_the_proxy_with_its_sni() {
     }
     let Some(ns) = netns("nprt") else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=tls.example.test"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl req runs");
-    assert!(made.success(), "a self-signed certificate");
+    let (cert, key) = self_signed_cert(dir.path(), "tls.example.test");
     // The real TLS server, not hooked.
     let mut server = ns
         .command("openssl")

@@ -142,6 +142,22 @@ pub fn ok_or_skip<T>(setup: Result<T, String>) -> Option<T> {
     setup.map_err(|why| eprintln!("skipping: {why}")).ok()
 }
 
+/// A self-signed certificate for `cn` (RSA 2048, one day) made by `openssl req` in `dir`: (cert.pem, key.pem).
+/// Panics when openssl fails; callers check first that it is installed.
+pub fn self_signed_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", &format!("/CN={cn}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
 /// Compiles C helpers of `tests/data/` with `cc` into `target/tmp/<dir>/`: each build is (flags, source file,
 /// output name). The outputs' paths in the order given, or `None` (after printing the compiler's complaint) when
 /// one fails. Call it once per test binary (from a `OnceLock`).
