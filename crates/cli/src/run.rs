@@ -134,6 +134,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             .collect(),
             // The policy's `files:` section: exclusion globs and the per-process rate limit.
             exclude_globs: policy.file_settings().exclude_globs.clone(),
+            // `files.events`: the activities the monitor subscribes to (all unless the policy narrows them).
+            events: policy.file_settings().events.clone(),
             max_events_per_pid: policy
                 .file_settings()
                 .max_events_per_pid

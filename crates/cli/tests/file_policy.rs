@@ -120,6 +120,8 @@ fn bad_file_policies_exit_2_naming_the_line() {
         ("kill", "rules:\n  - id: a\n    domain: file\n    match: { path: /etc/shadow }\n    action: kill\n".to_owned(), ":5: rules[0].action: `kill` does not apply to the file domain"),
         ("trust", "exec_trust:\n  mode: trusted_only\n  allow_paths: [\"/usr/**\", bin]\n".to_owned(), ":3: exec_trust.allow_paths[1]: relative path"),
         ("keystroke", "rules:\n  - id: a\n    domain: keystroke\n    match: { exe: /a }\n    action: alert\n".to_owned(), ":3: rules[0].domain: domain `keystroke` rules are not supported"),
+        ("events-unknown", "files:\n  events: [create, scribble]\n".to_owned(), ":2: files.events[1]: unknown activity `scribble`"),
+        ("events-empty", "files:\n  events: []\n".to_owned(), ":2: files.events: an empty list would monitor nothing"),
     ];
     assert_policy_check_errors(dir.path(), cases);
 }

@@ -191,6 +191,35 @@ fn create_write_rename_delete_on_ext4_are_one_event_each_in_order() {
 }
 
 #[test]
+fn files_events_narrows_the_marks_to_the_activities_asked_for() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !available() {
+        return;
+    }
+    let dir = temp_dir("narrow");
+    let cfg =
+        FileFanotifyConfig { events: Some(vec![Activity::Create, Activity::Delete]), ..FileFanotifyConfig::default() };
+    let cap = Capture::start(&cfg);
+    let pid = perl_create_write_rename_delete(dir.path());
+    // A file that stays, then its chmod and an open (by a child: the source ignores its own process).
+    run_child(Command::new("sh").current_dir(dir.path()).args(["-c", "echo x > kept; chmod 600 kept; cat kept"]));
+    let kept = dir.path().join("kept");
+    let out = cap.stop();
+    let d = canonical(dir.path());
+    let kept = canonical(&kept);
+    let got: Vec<_> = under(&out.events, &d).into_iter().map(|(a, p, n, _)| (a, p, n)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Activity::Create, format!("{d}/a"), None),
+            (Activity::Delete, format!("{d}/b"), None),
+            (Activity::Create, kept, None),
+        ],
+        "only creates and deletes: no write, rename, chmod or open (child pid {pid})"
+    );
+}
+
+#[test]
 fn create_write_rename_delete_on_a_tmpfs_are_one_event_each_in_order() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !available() {

@@ -41,7 +41,7 @@ const NET_NOT_FIELDS: &str = "dst, dst_port, protocol, exe, parent_exe, user, ui
 /// Top-level fields.
 const TOP_FIELDS: &str = "rules, files, exec_trust, keystrokes, network (sigma is reserved)";
 /// Fields of the `files` section.
-const FILES_FIELDS: &str = "exclude, max_events_per_pid, verdict_timeout_ms";
+const FILES_FIELDS: &str = "exclude, max_events_per_pid, verdict_timeout_ms, events";
 /// Fields of the `exec_trust` section.
 const EXEC_TRUST_FIELDS: &str = "mode, allow_paths, allow_sha256, on_timeout, timeout_ms";
 /// The file activities, in the contract's order.
@@ -789,6 +789,16 @@ impl Compiler<'_> {
                         out.verdict_timeout = t;
                     }
                 }
+                "events" if matches!(&value.value, Value::Seq(items) if items.is_empty()) => self.invalid(
+                    value,
+                    &f,
+                    "an empty list would monitor nothing; leave the file monitor off with --mode file=off instead",
+                ),
+                "events" => {
+                    if let Some(list) = self.activities(value, &f, Domain::File) {
+                        out.events = Some(list);
+                    }
+                }
                 _ => self.unknown_field(key, &f, FILES_FIELDS),
             }
         }
@@ -1215,6 +1225,20 @@ sigma: []
         );
         assert_eq!((p.line, p.field.as_str()), (6, "rules[0].on_timeout"));
         assert!(p.message.contains("`file` rules only"), "{p}");
+    }
+
+    #[test]
+    fn files_events_narrow_the_monitor_and_bad_lists_name_the_line() {
+        assert_eq!(compile("rules: []\n", "p.yaml", &users()).expect("valid").files.events, None, "all by default");
+        let c = compile("files:\n  events: [create, delete, rename]\n", "p.yaml", &users()).expect("valid");
+        assert_eq!(c.files.events, Some(vec![Activity::Create, Activity::Delete, Activity::Rename]));
+        let s = summary("files:\n  events: [create, ping]\n");
+        assert_eq!(s, vec![(2, "files.events[1]".to_owned(), ProblemKind::InvalidValue)]);
+        let p = one("files:\n  events: []\n");
+        assert_eq!((p.line, p.field.as_str()), (2, "files.events"));
+        assert!(p.message.contains("--mode file=off"), "{p}");
+        let p = one("files:\n  events: [connect]\n");
+        assert_eq!(p.field, "files.events[0]");
     }
 
     #[test]

@@ -37,11 +37,19 @@ pub struct FileSettings {
     pub max_events_per_pid: Option<u32>,
     /// `verdict_timeout_ms`: default deadline of a permission verdict (500 ms unless set).
     pub verdict_timeout: Duration,
+    /// `events`: the activities the kernel monitor subscribes to (`None`: all of them). Fewer activities mean
+    /// fewer events the kernel must build for every file operation; permission rules are not affected.
+    pub events: Option<Vec<Activity>>,
 }
 
 impl Default for FileSettings {
     fn default() -> Self {
-        FileSettings { exclude_globs: Vec::new(), max_events_per_pid: None, verdict_timeout: DEFAULT_VERDICT_TIMEOUT }
+        FileSettings {
+            exclude_globs: Vec::new(),
+            max_events_per_pid: None,
+            verdict_timeout: DEFAULT_VERDICT_TIMEOUT,
+            events: None,
+        }
     }
 }
 

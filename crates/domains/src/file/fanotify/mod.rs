@@ -9,6 +9,10 @@
 //! cache; [`reader`] maps kernel bits to activities (with one `write` per write session), applies exclusions and
 //! the per-pid rate limit ([`noise`]) and sends `file` events with `process.pid` set; the pipeline enriches the rest.
 //!
+//! The policy's `files.events` ([`FileFanotifyConfig::events`]) narrows the marks to some activities (e.g.
+//! `[create, delete, rename]`): an event the marks do not ask for is one the kernel never builds, and building
+//! events in the writer's context is most of what the monitor costs a file storm (see the README's file benchmark).
+//!
 //! Reporting handles instead of descriptors matters for cost and safety: the kernel opens no file per event, the
 //! agent can never hold a watched file open, and no event needs a `close`.
 //!
@@ -55,7 +59,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use ringwatch_core::compiled::FilePermissionPlan;
-use ringwatch_core::{Decider, Domain, Mode, Probe, Source, SourceContext, SourceError, SourceKind};
+use ringwatch_core::{Activity, Decider, Domain, Mode, Probe, Source, SourceContext, SourceError, SourceKind};
 
 use self::marks::{Candidate, Skipped};
 use self::noise::{Exclusions, RateLimiter};
@@ -105,6 +109,8 @@ pub struct FileFanotifyConfig {
     pub max_events_per_pid: u32,
     /// Directories the path cache holds.
     pub dir_cache_entries: usize,
+    /// The activities to monitor (the policy's `files.events`); `None`: all of them.
+    pub events: Option<Vec<Activity>>,
 }
 
 impl Default for FileFanotifyConfig {
@@ -114,6 +120,7 @@ impl Default for FileFanotifyConfig {
             exclude_globs: Vec::new(),
             max_events_per_pid: DEFAULT_MAX_EVENTS_PER_PID,
             dir_cache_entries: DEFAULT_DIR_CACHE_ENTRIES,
+            events: None,
         }
     }
 }
@@ -241,7 +248,10 @@ impl FileFanotify {
             step: "compile exclusions".into(),
             message,
         })?;
-        let group = NotifyGroup::open().map_err(init_error)?;
+        let mut group = NotifyGroup::open().map_err(init_error)?;
+        if let Some(activities) = &cfg.events {
+            group = group.monitor_only(activities);
+        }
         let mountinfo = File::open("/proc/self/mountinfo").ok();
         let marked = mark_all(&group, &HashSet::new()).map_err(|e| SourceError::Failed {
             backend: NAME,
@@ -272,6 +282,8 @@ impl FileFanotify {
             renames = me.group.renames.describe(),
             filesystems = me.resolver.filesystems().len(),
             rate_limit = me.max_events_per_pid,
+            mask = format_args!("{:#x}", me.group.mask()),
+            events = %cfg.events.as_ref().map_or_else(|| "all".to_owned(), |e| format!("{e:?}")),
             "started"
         );
         Ok(me)

@@ -18,6 +18,7 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::fcntl::AT_FDCWD;
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
+use ringwatch_core::Activity;
 
 /// File events every mark asks for (directory-entry and rename bits are added per [`RenameReporting`]).
 pub const FILE_EVENTS: u64 = libc::FAN_CREATE
@@ -57,6 +58,10 @@ pub struct NotifyGroup {
     fan: Fanotify,
     /// How this kernel reports renames.
     pub renames: RenameReporting,
+    /// The file-event bits the marks ask for ([`FILE_EVENTS`] unless [`NotifyGroup::monitor_only`] narrowed them).
+    file_events: u64,
+    /// Whether renames are asked for.
+    watch_renames: bool,
 }
 
 impl NotifyGroup {
@@ -68,24 +73,48 @@ impl NotifyGroup {
         let base = libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
         let event_flags = EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE;
         match Fanotify::init(InitFlags::from_bits_retain(base | libc::FAN_REPORT_DFID_NAME_TARGET), event_flags) {
-            Ok(fan) => Ok(NotifyGroup { fan, renames: RenameReporting::Rename }),
+            Ok(fan) => Ok(NotifyGroup::with(fan, RenameReporting::Rename)),
             Err(Errno::EINVAL) => {
                 let flags = base | libc::FAN_REPORT_DFID_NAME | libc::FAN_REPORT_FID;
                 let fan = Fanotify::init(InitFlags::from_bits_retain(flags), event_flags)?;
-                Ok(NotifyGroup { fan, renames: RenameReporting::MovedPair })
+                Ok(NotifyGroup::with(fan, RenameReporting::MovedPair))
             }
             Err(e) => Err(e),
         }
     }
 
+    fn with(fan: Fanotify, renames: RenameReporting) -> NotifyGroup {
+        NotifyGroup { fan, renames, file_events: FILE_EVENTS, watch_renames: true }
+    }
+
+    /// Narrows the marks (placed after this call) to the kernel events behind `activities`: `create`, `delete`,
+    /// `rename`, `write` (`FAN_MODIFY` and `FAN_CLOSE_WRITE`), `chmod` (`FAN_ATTRIB`), `open`, `exec`
+    /// (`FAN_OPEN_EXEC`). Every event not asked for is one the kernel never builds, which is where a file storm's
+    /// cost is (see the README's file benchmark).
+    pub fn monitor_only(mut self, activities: &[Activity]) -> NotifyGroup {
+        let bits = |a: &Activity| match a {
+            Activity::Create => libc::FAN_CREATE,
+            Activity::Delete => libc::FAN_DELETE,
+            Activity::Write => libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE,
+            Activity::Chmod => libc::FAN_ATTRIB,
+            Activity::Open => libc::FAN_OPEN,
+            Activity::Exec => libc::FAN_OPEN_EXEC,
+            _ => 0,
+        };
+        self.file_events = activities.iter().map(bits).fold(0, |m, b| m | b);
+        self.watch_renames = activities.contains(&Activity::Rename);
+        self
+    }
+
     /// The mask of every filesystem mark: file events, renames, and `FAN_ONDIR` (directories are reported for
     /// create, delete, rename and attribute changes; their opens are dropped by the reader).
     pub fn mask(&self) -> u64 {
-        let renames = match self.renames {
-            RenameReporting::Rename => libc::FAN_RENAME,
-            RenameReporting::MovedPair => libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO,
+        let renames = match (self.watch_renames, self.renames) {
+            (false, _) => 0,
+            (true, RenameReporting::Rename) => libc::FAN_RENAME,
+            (true, RenameReporting::MovedPair) => libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO,
         };
-        FILE_EVENTS | renames | libc::FAN_ONDIR
+        self.file_events | renames | libc::FAN_ONDIR
     }
 
     /// Adds a `FAN_MARK_FILESYSTEM` mark on the filesystem `path` is on.
