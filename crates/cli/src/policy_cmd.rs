@@ -82,6 +82,10 @@ pub fn check(file: &Path) -> Result<()> {
             if plan.needs_hash { "yes" } else { "no" }
         );
     }
+    if let Some(events) = &policy.file_settings().events {
+        let names: Vec<&str> = events.iter().map(|a| a.as_str()).collect();
+        println!("  file monitor: watches {} only (files.events)", names.join(", "));
+    }
     print_network_and_keystrokes(&policy);
     Ok(())
 }

@@ -140,4 +140,7 @@ fn a_valid_file_policy_checks_ok_and_says_how_it_is_enforced() {
     assert!(text.contains("etc-writes: alerted, not refused"), "{text}");
     assert!(text.contains("exec_trust: trusted_only"), "{text}");
     assert!(text.contains("open: 1 file(s) by inode") && text.contains("exec: every filesystem"), "{text}");
+    assert!(!text.contains("file monitor: watches"), "all activities by default: {text}");
+    let text = policy_check_ok(dir.path(), "lean.yaml", "files:\n  events: [create, delete, rename]\n");
+    assert!(text.contains("file monitor: watches create, delete, rename only (files.events)"), "{text}");
 }
