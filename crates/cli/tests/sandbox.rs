@@ -531,11 +531,11 @@ fn user_sandbox_renames_copies_up_and_keeps_modes() {
     fs::set_permissions(fx.d.join("a"), fs::Permissions::from_mode(0o640)).expect("chmod a");
     let before = snapshot(&fx.d);
     // mv of a real file (copy-up + rename + whiteout), of a new file, into a new directory; chmod and truncate
-    // copy up. (A real directory cannot be renamed in place: EXDEV, as overlayfs without redirect_dir; mv's
-    // copy-and-delete fallback then fails because stat is not virtualized, a documented gap.)
+    // copy up. A real directory cannot be renamed in place (EXDEV, as overlayfs without redirect_dir): mv falls
+    // back to copy-and-delete, which works because its stats see the sandbox's view.
     let script = format!(
         "set -e; echo m > {m}; mv {m} {m2}; mv {a} {a3}; mkdir {nd}; mv {m2} {nd}/m; \
-         chmod 600 {b}; truncate -s 2 {c}; ! mv {sub} {sub2} 2>/dev/null",
+         chmod 600 {b}; truncate -s 2 {c}; mv {sub} {sub2}; cat {sub2}/c; test ! -e {sub}",
         m = fx.p("m"),
         m2 = fx.p("m2"),
         a = fx.p("a"),
@@ -558,13 +558,15 @@ fn user_sandbox_renames_copies_up_and_keeps_modes() {
             ("metadata", "b"),
             ("created", "nd"),
             ("created", "nd/m"),
-            ("modified", "sub/c"),
-            // What the failed directory mv left: it made the target before its stat failed.
+            // The directory mv: copied (with the truncated c) and the source deleted.
+            ("deleted", "sub"),
             ("created", "sub2"),
+            ("created", "sub2/c"),
         ])
     );
     assert_eq!(values[2]["fields"][0], "mode");
-    assert_eq!(values[5]["size"], 2);
+    assert_eq!(values.iter().find(|v| v["rel"] == "sub2/c").expect("sub2/c")["size"], 2);
+    assert_eq!(stdout(&out), "ch", "mv copied the truncated file: {}", stderr(&out));
     let out = fx.sandbox(&["--name", "R", "--", "sh", "-c", &format!("cat {} {}", fx.p("a3"), fx.p("nd/m"))]);
     assert_eq!(stdout(&out), "alpha\nm\n", "{}", stderr(&out));
     let upper = fx.state.join("R").join(fx.d.display().to_string().replace('-', "%2D").replace('/', "-"));
@@ -584,8 +586,8 @@ fn user_sandbox_links_symlinks_and_chown_stay_in_the_shadow() {
     let before = snapshot(&fx.d);
     let outside_before = snapshot(outside.path());
     // A symlink, a hard link (the source is copied up first), an owner change (copy-up, then chown of the copy),
-    // a relative symlink in a subdirectory, lchown of the new symlink (perl's POSIX::lchown: `chown -h` would lstat
-    // it first, and stat is not virtualized), an absolute symlink to a directory written through; a link with one
+    // a relative symlink in a subdirectory, lchown of the new symlink (perl's POSIX::lchown, which calls lchown
+    // directly), an absolute symlink to a directory written through; a link with one
     // side outside the sandboxed directory is EXDEV. Reading through the new links
     // resolves them in the sandbox's view: s -> b (copied up by the chown), sub/rel -> ../a (copied up by the
     // link), sd/c -> the real sub/c (never copied up).
@@ -664,6 +666,42 @@ fn user_sandbox_links_symlinks_and_chown_stay_in_the_shadow() {
 }
 
 /// A dynamically linked build of the static test helper: it also writes with raw `syscall(SYS_openat)`.
+#[test]
+fn user_sandbox_commands_see_their_own_work_through_stat_access_readlink_and_opendir() {
+    if skip_user() {
+        return;
+    }
+    let fx = Fixture::new("sbx-user-look");
+    let before = snapshot(&fx.d);
+    // Everything here looks at what the command itself did, which exists only in the sandbox: `ls -l` (statx),
+    // `test -e`/`-f`/`-d` (stat), `test -w` (access/faccessat), `readlink`, `ls DIR` (opendir), `stat -c`, and a
+    // deleted real file and directory that must look gone. Each line prints a marker the test checks.
+    let script = format!(
+        "set -e; echo new > {n}; mkdir {nd}; echo in > {nd}/f; ln -s n {l}; rm {b}; rm -r {sub}; \
+         ls -l {n} >/dev/null && echo ls-ok; \
+         test -f {n} && echo stat-ok; test -d {nd} && echo dir-ok; test -w {n} && echo access-ok; \
+         readlink {l}; ls {nd}; stat -c %s {n}; \
+         test ! -e {b} && echo b-gone; test ! -e {sub} && echo sub-gone; \
+         chmod 600 {n} && stat -c %a {n}",
+        n = fx.p("n"),
+        nd = fx.p("nd"),
+        l = fx.p("l"),
+        b = fx.p("b"),
+        sub = fx.p("sub"),
+    );
+    let out = fx.sandbox(&["--name", "L", "--mode", "user", "--dir", &fx.ds(), "--", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "ls-ok\nstat-ok\ndir-ok\naccess-ok\nn\nf\n4\nb-gone\nsub-gone\n600\n",
+        "the command saw its own changes: {}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&fx.d), before, "the real directory changed");
+    // Outside the sandbox nothing of it shows.
+    assert!(!fx.d.join("n").exists() && fx.d.join("b").exists() && fx.d.join("sub/c").exists());
+}
+
 fn raw_syscall_writer() -> Option<&'static Path> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -775,9 +813,9 @@ fn user_mode_hook_path_never_allocates() {
         eprintln!("SKIP: gcc failed");
         return;
     }
-    let run = |dir: &Path, shadow: Option<&Path>| {
+    let run = |mode: &str, dir: &Path, shadow: Option<&Path>| {
         let mut cmd = Command::new(&ops);
-        cmd.arg("all").arg(dir).env("LD_PRELOAD", format!("{}:{}", trap.display(), lib.display())).env("RW_TRAP", "1");
+        cmd.arg(mode).arg(dir).env("LD_PRELOAD", format!("{}:{}", trap.display(), lib.display())).env("RW_TRAP", "1");
         cmd.env("RINGWATCH_HOOK_SOCKET", dir.join("absent.sock"));
         if let Some(upper) = shadow {
             cmd.env("RINGWATCH_SANDBOX_SHADOW", format!("{}\t{}", dir.display(), upper.display()));
@@ -794,9 +832,14 @@ fn user_mode_hook_path_never_allocates() {
     fs::create_dir_all(&d).expect("mkdir");
     fs::create_dir_all(&upper).expect("mkdir");
     let d = d.canonicalize().expect("canonical");
-    let expected = run(&plain.path().canonicalize().expect("canonical"), None);
-    let got = run(&d, Some(&upper));
+    let expected = run("all", &plain.path().canonicalize().expect("canonical"), None);
+    let got = run("all", &d, Some(&upper));
     assert_eq!(got, expected, "the sandbox changed a call's outcome");
+    // The read-side calls on what the process made (only in the shadow when sandboxed): same outcomes, no allocation.
+    let looked = run("looks", &d, Some(&upper));
+    assert_eq!(looked, run("looks", &plain.path().canonicalize().expect("canonical"), None));
+    assert!(looked.contains("statx ok\nsize 4\n") && looked.contains("stat-missing fail 2\n"), "{looked}");
+    assert!(upper.join("l-file").exists() && !d.join("l-file").exists(), "l-file went to the shadow");
     // The calls' effects are in the shadow tree: created files there, deletes as whiteouts, nothing new for real.
     for created in ["o-open", "o-openat", "o-creat", "o-fopen", "o-rename.new", "o-mkdir", "o-dots", "o-abs"] {
         assert!(upper.join(created).exists(), "{created} not in the shadow");

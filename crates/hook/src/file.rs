@@ -179,6 +179,24 @@ impl CallResult for c_int {
     }
 }
 
+impl CallResult for libc::ssize_t {
+    fn failed(self) -> bool {
+        self < 0
+    }
+    fn denied() -> Self {
+        -1
+    }
+}
+
+impl CallResult for *mut libc::DIR {
+    fn failed(self) -> bool {
+        self.is_null()
+    }
+    fn denied() -> Self {
+        core::ptr::null_mut()
+    }
+}
+
 impl CallResult for *mut libc::FILE {
     fn failed(self) -> bool {
         self.is_null()

@@ -48,7 +48,7 @@ fn enosys<R: CallResult>() -> R {
 /// # Safety
 ///
 /// `path` is null or NUL-terminated.
-unsafe fn routed<R: CallResult>(
+pub(crate) unsafe fn routed<R: CallResult>(
     dirfd: c_int,
     path: *const c_char,
     intent: OpenIntent,

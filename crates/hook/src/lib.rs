@@ -82,6 +82,8 @@
 //! - `conn_table`: the fixed table of TCP connections seen open (start time, socket cookie), for close reports.
 //! - `sandbox`: `ringwatch sandbox --mode user`: redirects file calls under sandboxed directories into a shadow tree
 //!   (`RINGWATCH_SANDBOX_SHADOW`), copy-up, whiteouts, opaque directories.
+//! - `sandbox_reads`: `stat`, `statx`, `access`, `readlink`, `opendir` and their variants, which in a sandbox look
+//!   at its view of a path (and outside one go straight to libc).
 //! - `env`: allocation-free environment lookups and the timeout setting.
 //! - `real`: the real libc functions via `dlsym(RTLD_NEXT)`.
 //! - `execl.c`: the three C-variadic exec functions, which stable Rust cannot define.
@@ -109,6 +111,7 @@ mod paths;
 mod real;
 mod report;
 mod sandbox;
+mod sandbox_reads;
 mod session;
 
 use core::ffi::{c_char, c_int};

@@ -88,6 +88,26 @@ pub(crate) type GetaddrinfoFn =
 pub(crate) type GethostbynameFn = unsafe extern "C" fn(*const c_char) -> *mut libc::hostent;
 /// `gethostbyname2(name, af)`.
 pub(crate) type Gethostbyname2Fn = unsafe extern "C" fn(*const c_char, c_int) -> *mut libc::hostent;
+/// `stat(path, buf)`, `lstat`.
+pub(crate) type StatFn = unsafe extern "C" fn(*const c_char, *mut libc::stat) -> c_int;
+/// `stat64(path, buf)`, `lstat64`.
+pub(crate) type Stat64Fn = unsafe extern "C" fn(*const c_char, *mut libc::stat64) -> c_int;
+/// `fstatat(dirfd, path, buf, flags)`.
+pub(crate) type FstatatFn = unsafe extern "C" fn(c_int, *const c_char, *mut libc::stat, c_int) -> c_int;
+/// `fstatat64(dirfd, path, buf, flags)`.
+pub(crate) type Fstatat64Fn = unsafe extern "C" fn(c_int, *const c_char, *mut libc::stat64, c_int) -> c_int;
+/// `statx(dirfd, path, flags, mask, buf)`.
+pub(crate) type StatxFn = unsafe extern "C" fn(c_int, *const c_char, c_int, c_uint, *mut libc::statx) -> c_int;
+/// `access(path, mode)`.
+pub(crate) type AccessFn = unsafe extern "C" fn(*const c_char, c_int) -> c_int;
+/// `faccessat(dirfd, path, mode, flags)`.
+pub(crate) type FaccessatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, c_int) -> c_int;
+/// `readlink(path, buf, size)`.
+pub(crate) type ReadlinkFn = unsafe extern "C" fn(*const c_char, *mut c_char, libc::size_t) -> libc::ssize_t;
+/// `readlinkat(dirfd, path, buf, size)`.
+pub(crate) type ReadlinkatFn = unsafe extern "C" fn(c_int, *const c_char, *mut c_char, libc::size_t) -> libc::ssize_t;
+/// `opendir(path)`.
+pub(crate) type OpendirFn = unsafe extern "C" fn(*const c_char) -> *mut libc::DIR;
 /// `accept(fd, addr, len)`.
 pub(crate) type AcceptFn = unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> c_int;
 /// `accept4(fd, addr, len, flags)`.
@@ -172,6 +192,19 @@ pub(crate) static SENDMSG: RealFn = RealFn::new(c"sendmsg");
 pub(crate) static GETADDRINFO: RealFn = RealFn::new(c"getaddrinfo");
 pub(crate) static GETHOSTBYNAME: RealFn = RealFn::new(c"gethostbyname");
 pub(crate) static GETHOSTBYNAME2: RealFn = RealFn::new(c"gethostbyname2");
+pub(crate) static STAT: RealFn = RealFn::new(c"stat");
+pub(crate) static LSTAT: RealFn = RealFn::new(c"lstat");
+pub(crate) static STAT64: RealFn = RealFn::new(c"stat64");
+pub(crate) static LSTAT64: RealFn = RealFn::new(c"lstat64");
+pub(crate) static FSTATAT: RealFn = RealFn::new(c"fstatat");
+pub(crate) static FSTATAT64: RealFn = RealFn::new(c"fstatat64");
+pub(crate) static STATX: RealFn = RealFn::new(c"statx");
+pub(crate) static ACCESS: RealFn = RealFn::new(c"access");
+pub(crate) static FACCESSAT: RealFn = RealFn::new(c"faccessat");
+pub(crate) static READLINK: RealFn = RealFn::new(c"readlink");
+pub(crate) static READLINKAT: RealFn = RealFn::new(c"readlinkat");
+pub(crate) static OPENDIR: RealFn = RealFn::new(c"opendir");
+
 pub(crate) static ACCEPT: RealFn = RealFn::new(c"accept");
 pub(crate) static ACCEPT4: RealFn = RealFn::new(c"accept4");
 pub(crate) static CLOSE: RealFn = RealFn::new(c"close");
@@ -231,7 +264,26 @@ pub(crate) fn resolve_all() {
     for f in CONNECTIONS {
         f.get();
     }
+    for f in SANDBOX_READS {
+        f.get();
+    }
 }
+
+/// The read-side path functions a user-mode sandbox redirects, resolved with [`ALL`].
+static SANDBOX_READS: [&RealFn; 12] = [
+    &STAT,
+    &LSTAT,
+    &STAT64,
+    &LSTAT64,
+    &FSTATAT,
+    &FSTATAT64,
+    &STATX,
+    &ACCESS,
+    &FACCESSAT,
+    &READLINK,
+    &READLINKAT,
+    &OPENDIR,
+];
 
 /// The accept, close and sendmmsg functions, resolved with [`ALL`].
 static CONNECTIONS: [&RealFn; 4] = [&ACCEPT, &ACCEPT4, &CLOSE, &SENDMMSG];

@@ -56,9 +56,9 @@
 //! Static binaries, raw `syscall(2)`, io_uring, setuid programs, programs that clear `LD_PRELOAD`, descriptors
 //! opened before the hook, and every libc entry point that is not hooked: `mknod`, `utimes`, `fchmod`/`fchown` (or
 //! `fchownat` with `AT_EMPTY_PATH`) of a descriptor opened read-only on the real file, `chdir` into a directory
-//! that exists only in the shadow, and libc-internal opens. Reads through `stat`, `access`, `readlink`, `opendir`
-//! are not redirected (they see the real tree: `readlink` of a sandboxed symlink fails with `ENOENT`), and
-//! directory listings are not merged. Symlinks of the real tree are followed by the kernel in the real tree (a
+//! that exists only in the shadow, and libc-internal opens. Looks through `stat`, `statx`, `access`, `readlink` and
+//! `opendir` (and their variants) see the sandbox's view (`sandbox_reads`), but directory listings are not merged: a
+//! directory that exists in both trees lists the real entries. Symlinks of the real tree are followed by the kernel in the real tree (a
 //! read through one sees the real file even when the sandbox changed it). Paths are folded lexically, so a `..`
 //! after a real symlink, or a path reaching the directory through a real symlink, is judged by its spelling.
 
@@ -969,6 +969,11 @@ impl OpenIntent {
     /// A change to the attributes of the final component itself, a symlink included (lchown, `fchownat` with
     /// `AT_SYMLINK_NOFOLLOW`): a real symlink is copied up as a symlink.
     pub(crate) const MODIFY_LINK: OpenIntent = OpenIntent { nofollow: true, ..OpenIntent::MODIFY };
+
+    /// A look at a path that changes nothing (stat, access, opendir), following a final symlink or not.
+    pub(crate) const fn look(follow: bool) -> OpenIntent {
+        OpenIntent { write: false, create: false, truncate: false, nofollow: !follow }
+    }
 }
 
 /// Decides where an open-like call on `path` goes, copying up first when it writes.

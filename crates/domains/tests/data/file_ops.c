@@ -15,11 +15,14 @@
 //   file_ops mmap-write PATH  open PATH read-write, store "MMAP" through a MAP_SHARED mapping twice, close
 //   file_ops storm DIR N    N x (open O_CREAT|O_TRUNC, write 1 byte, close, unlink) of DIR/sI; prints "storm N NS"
 //   file_ops try PATH       open(PATH, O_RDONLY); prints "ok" or "failed errno=N"
+//   file_ops looks DIR      stat/lstat/stat64/lstat64/fstatat/fstatat64/statx/access/faccessat/readlink/readlinkat/
+//                           opendir of a file, symlink and directory it made in DIR (trap armed around each but opendir)
 //
 // With RW_TRAP=1 and malloc_trap.so preloaded, the allocator is armed around each hooked call of `all` and
 // `deny-all` (not around fopen/fopen64 in `all`: the real fopen allocates its FILE; `deny-all` covers them, since
 // a denied fopen never reaches libc).
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -378,6 +381,40 @@ static int storm(const char *dir, long n)
 	return 0;
 }
 
+// The read-side calls a user-mode sandbox redirects, on a file, a symlink and a directory this process made (in a
+// sandbox they exist only in its shadow). The trap is armed around each, except opendir (libc allocates the DIR).
+static int looks(const char *dir)
+{
+	struct stat st;
+	struct stat64 st64;
+	struct statx stx;
+	char buf[256];
+	if (chdir(dir) != 0)
+		return 1;
+	int fd = open("l-file", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, "look", 4) != 4 || close(fd) != 0 || symlink("l-file", "l-link") != 0 ||
+	    mkdir("l-dir", 0755) != 0)
+		return 1;
+	CALL("stat", stat("l-file", &st));
+	CALL("lstat", lstat("l-link", &st));
+	CALL("stat64", stat64("l-link", &st64));
+	CALL("lstat64", lstat64("l-dir", &st64));
+	CALL("fstatat", fstatat(AT_FDCWD, "l-link", &st, AT_SYMLINK_NOFOLLOW));
+	CALL("fstatat64", fstatat64(AT_FDCWD, "l-file", &st64, 0));
+	CALL("statx", statx(AT_FDCWD, "l-file", 0, STATX_SIZE, &stx));
+	printf("size %lld\n", (long long)stx.stx_size);
+	CALL("access", access("l-file", W_OK));
+	CALL("faccessat", faccessat(AT_FDCWD, "l-dir", X_OK, 0));
+	CALL("readlink", readlink("l-link", buf, sizeof buf));
+	CALL("readlinkat", readlinkat(AT_FDCWD, "l-link", buf, sizeof buf));
+	CALL("stat-missing", stat("l-none", &st));
+	DIR *d = opendir("l-dir");
+	said("opendir", d ? 0 : -1, errno);
+	if (d)
+		closedir(d);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (getenv("RW_TRAP"))
@@ -385,6 +422,8 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc == 3 && strcmp(argv[1], "all") == 0)
 		return chdir(argv[2]) == 0 ? all(argv[2]) : 1;
+	if (argc == 3 && strcmp(argv[1], "looks") == 0)
+		return looks(argv[2]);
 	if (argc == 3 && strcmp(argv[1], "deny-all") == 0)
 		return deny_all(argv[2]);
 	if (argc == 3 && strcmp(argv[1], "basic") == 0)
