@@ -47,9 +47,9 @@ passed on to CMD.
 
 How (user mode, --mode user): no namespace; CMD runs with LD_PRELOAD=libringwatch_hook.so, which copies a file into
 the same upper directory before CMD's first write to it and sends its later reads and writes there (open, creat,
-fopen, truncate, chmod, mkdir, rename, unlink, rmdir). Cooperative only: static binaries, raw syscalls, setuid
-programs and calls the hook does not interpose write to the real directory, and a listing of a --dir shows the
-real entries, not the sandbox's.
+fopen, truncate, chmod, chown, mkdir, rename, link, symlink, unlink, rmdir; stat, access, readlink and opendir see
+the sandbox's view). Cooperative only: static binaries, raw syscalls, setuid programs and calls the hook does not
+interpose write to the real directory, and a listing of a directory that exists in both shows the real entries.
 
 Exit codes: CMD's own, or 2 for bad input (no CMD, a --dir that is missing, nested, given twice or unusable, a
 sandbox re-entered in the other mode), 3 when not root, without overlayfs (kernel mode), or without the hook
