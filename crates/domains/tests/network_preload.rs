@@ -299,6 +299,29 @@ fn block_rule_refuses_the_connect_and_the_send_and_other_destinations_still_work
 }
 
 #[test]
+fn a_throttle_rule_cannot_be_applied_by_the_hook_so_the_connect_goes_ahead_and_is_alerted() {
+    if skip() {
+        return;
+    }
+    let Some(ns) = netns("npt") else { return };
+    let mut srv = server(&ns, 8086, 8000);
+    // The block rule puts the hook in verdict mode; the throttle rule is the one this connect meets.
+    let decider = policy(
+        "rules:\n  - id: no-9\n    domain: network\n    match: { dst_port: [9] }\n    action: block\n  \
+         - id: slow-8086\n    domain: network\n    match: { dst_port: [8086] }\n    action: { throttle: 1KiB/s }\n",
+    );
+    let agent = Agent::start(decider, NetworkPreloadConfig::default());
+    let bin = &helpers().expect("checked").dynamic;
+    let (_, out) = agent.run(&ns, bin, &["connect", "127.0.0.1", "8086"]);
+    assert_eq!(out.trim(), "ok pong", "the connect goes ahead: a hook cannot limit a rate");
+    let ev = agent.wait_for("throttle-rule connect", |e| e.activity == Activity::Connect && dst_is(e, 8086));
+    assert_eq!((ev.action, ev.rule.as_deref()), (Action::Alerted, Some("slow-8086")), "alerted, naming the rule");
+    let _ = srv.kill();
+    let _ = srv.wait();
+    agent.running.stop();
+}
+
+#[test]
 fn redirect_rule_sends_the_connection_through_the_proxy() {
     if skip() {
         return;
