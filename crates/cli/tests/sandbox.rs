@@ -675,14 +675,20 @@ fn user_sandbox_commands_see_their_own_work_through_stat_access_readlink_and_ope
     let before = snapshot(&fx.d);
     // Everything here looks at what the command itself did, which exists only in the sandbox: `ls -l` (statx),
     // `test -e`/`-f`/`-d` (stat), `test -w` (access/faccessat), `readlink`, `ls DIR` (opendir), `stat -c`, and a
-    // deleted real file and directory that must look gone. Each line prints a marker the test checks.
+    // deleted real file and directory that must look gone; then a time change of a real file (utimensat: copied up,
+    // the real one keeps its time) and a fifo (mknod: made in the shadow). Each line prints a marker.
     let script = format!(
         "set -e; echo new > {n}; mkdir {nd}; echo in > {nd}/f; ln -s n {l}; rm {b}; rm -r {sub}; \
          ls -l {n} >/dev/null && echo ls-ok; \
          test -f {n} && echo stat-ok; test -d {nd} && echo dir-ok; test -w {n} && echo access-ok; \
          readlink {l}; ls {nd}; stat -c %s {n}; \
          test ! -e {b} && echo b-gone; test ! -e {sub} && echo sub-gone; \
-         chmod 600 {n} && stat -c %a {n}",
+         chmod 600 {n} && stat -c %a {n}; \
+         python3 -c 'import os, stat, sys; os.utime(sys.argv[1], (1, 1)); os.mknod(sys.argv[2], stat.S_IFIFO | 0o600)' \
+             {a} {fifo}; \
+         stat -c %Y {a}; test -p {fifo} && echo fifo-ok",
+        a = fx.p("a"),
+        fifo = fx.p("fifo"),
         n = fx.p("n"),
         nd = fx.p("nd"),
         l = fx.p("l"),
@@ -693,7 +699,7 @@ fn user_sandbox_commands_see_their_own_work_through_stat_access_readlink_and_ope
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        "ls-ok\nstat-ok\ndir-ok\naccess-ok\nn\nf\n4\nb-gone\nsub-gone\n600\n",
+        "ls-ok\nstat-ok\ndir-ok\naccess-ok\nn\nf\n4\nb-gone\nsub-gone\n600\n1\nfifo-ok\n",
         "the command saw its own changes: {}",
         stderr(&out)
     );

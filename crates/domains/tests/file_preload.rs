@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
@@ -713,6 +713,65 @@ fn a_deny_rule_on_a_path_refuses_chown_with_eacces() {
             ("allowed-f".to_owned(), Activity::Chmod, Action::Observed),
         ]
     );
+}
+
+#[test]
+fn time_changes_are_chmod_events_and_mknod_is_a_create_with_its_mode() {
+    if skip() {
+        return;
+    }
+    let agent = Agent::start(Arc::new(ObserveAll));
+    let (_work, dir) = workdir();
+    let p = |name: &str| format!("{dir}/{name}");
+    for name in ["t1", "t2", "t3"] {
+        fs::write(p(name), name).expect("write");
+    }
+    // Timestomping three ways: coreutils touch -d (utimensat on the path, after its own open), python's
+    // os.utime (utimensat), perl's utime (utime or utimes); then a fifo made with mknod(2).
+    let script = "set -e; touch -c -d @1000000000 t1; \
+                  python3 -c 'import os; os.utime(\"t2\", (1000000000, 1000000000))'; \
+                  perl -e 'utime(1000000000, 1000000000, q(t3)) or die $!'; \
+                  python3 -c 'import os, stat; os.mknod(\"fifo\", stat.S_IFIFO | 0o640)'";
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script]).current_dir(&dir);
+    let r = agent.run(&mut cmd);
+    if !r.status.success() && r.stderr.contains("python3") {
+        eprintln!("skipping: python3 missing: {r:?}");
+        return;
+    }
+    assert!(r.status.success(), "{r:?}");
+    for name in ["t1", "t2", "t3"] {
+        assert_eq!(fs::metadata(p(name)).expect("stat").mtime(), 1_000_000_000, "{name}: the call ran");
+    }
+    let Stopped { events, .. } = agent.stop();
+    let seen = under(&events, &dir);
+    let chmods: Vec<_> = seen.iter().filter(|e| e.activity == Activity::Chmod).map(|e| summary(e, &dir).1).collect();
+    assert_eq!(chmods, vec!["t1", "t2", "t3"], "each time change is reported: {seen:#?}");
+    let fifo = seen.iter().find(|e| summary(e, &dir).1 == "fifo").expect("the mknod is reported");
+    assert_eq!(fifo.activity, Activity::Create);
+    let mode = fifo.file.as_ref().and_then(|f| f.mode).expect("mknod carries its mode");
+    assert_eq!((mode & libc::S_IFMT, mode & 0o777), (libc::S_IFIFO, 0o640));
+}
+
+#[test]
+fn a_deny_rule_on_a_path_refuses_a_time_change_with_eacces() {
+    if skip() {
+        return;
+    }
+    let agent = Agent::start(Arc::new(DenyPaths(vec!["/denied".into()])));
+    let (_work, dir) = workdir();
+    let p = |name: &str| format!("{dir}/{name}");
+    fs::write(p("denied-t"), "keep").expect("write");
+    let before = fs::metadata(p("denied-t")).expect("stat").mtime();
+    let script = "perl -e 'utime(1, 1, q(denied-t)) or print qq(perl $!\n)'";
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script]).current_dir(&dir);
+    let r = agent.run(&mut cmd);
+    assert_eq!(r.stdout, "perl Permission denied\n", "{r:?}");
+    assert_eq!(fs::metadata(p("denied-t")).expect("stat").mtime(), before, "the times are unchanged");
+    let Stopped { events, .. } = agent.stop();
+    let seen: Vec<_> = under(&events, &dir).iter().map(|e| (summary(e, &dir).1, e.activity, e.action)).collect();
+    assert_eq!(seen, vec![("denied-t".to_owned(), Activity::Chmod, Action::Denied)]);
 }
 
 /// Denies everything, but only after `delay` (a policy too slow for the hook's timeout).

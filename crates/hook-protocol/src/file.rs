@@ -120,6 +120,12 @@ wire_enum! {
         Lchown = 32 => "lchown",
         Fchownat = 33 => "fchownat",
         Fchown = 34 => "fchown",
+        Utime = 35 => "utime",
+        Utimes = 36 => "utimes",
+        Utimensat = 37 => "utimensat",
+        Futimens = 38 => "futimens",
+        Mknod = 39 => "mknod",
+        Mknodat = 40 => "mknodat",
     }
 }
 
@@ -183,8 +189,9 @@ impl FileActivity {
     /// - open family: `create` for `O_TMPFILE`, or for `O_CREAT` when the file did not exist before the call (or
     ///   `O_EXCL`, which fails otherwise); else `write` when opened for writing or truncating; else `open`;
     /// - truncate: `write`; unlink, unlinkat, rmdir, remove: `delete`; the rename family: `rename`;
-    ///   chmod, fchmod, fchmodat, and the owner changes chown, lchown, fchownat, fchown: `chmod` (the contract's
-    ///   one attribute-change activity); mkdir, mkdirat, link, linkat, symlink, symlinkat: `create`.
+    ///   chmod, fchmod, fchmodat, the owner changes chown, lchown, fchownat, fchown and the time changes utime,
+    ///   utimes, utimensat, futimens: `chmod` (the contract's one attribute-change activity); mkdir, mkdirat,
+    ///   link, linkat, symlink, symlinkat, mknod, mknodat: `create`.
     pub fn classify(op: FileOp, flags: u16) -> FileActivity {
         let has = |f: u16| flags & f != 0;
         if op.opens() {
@@ -208,8 +215,12 @@ impl FileActivity {
             | FileOp::Chown
             | FileOp::Lchown
             | FileOp::Fchownat
-            | FileOp::Fchown => FileActivity::Chmod,
-            // mkdir/mkdirat and the link family; the open family returned above.
+            | FileOp::Fchown
+            | FileOp::Utime
+            | FileOp::Utimes
+            | FileOp::Utimensat
+            | FileOp::Futimens => FileActivity::Chmod,
+            // mkdir/mkdirat, mknod/mknodat and the link family; the open family returned above.
             _ => FileActivity::Create,
         }
     }
@@ -627,9 +638,17 @@ mod tests {
             assert_eq!(c(op, 0), A::Create);
             assert!(op.links() && op.has_new_path() && !op.renames());
         }
+        for op in [FileOp::Utime, FileOp::Utimes, FileOp::Utimensat, FileOp::Futimens] {
+            assert_eq!(c(op, 0), A::Chmod, "a time change is the contract's attribute change");
+            assert!(!op.has_new_path());
+        }
+        for op in [FileOp::Mknod, FileOp::Mknodat] {
+            assert_eq!(c(op, 0), A::Create);
+        }
         // The new numbers follow the old ones; none is reused.
         assert_eq!((FileOp::Link as u16, FileOp::Fchown as u16), (27, 34));
-        assert_eq!(FileOp::ALL.len(), 34);
+        assert_eq!((FileOp::Utime as u16, FileOp::Mknodat as u16), (35, 40));
+        assert_eq!(FileOp::ALL.len(), 40);
         for op in FileOp::ALL {
             assert_eq!(FileOp::from_u16(op as u16), Some(op));
             assert!(!op.name().is_empty());

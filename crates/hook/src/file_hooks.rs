@@ -37,7 +37,7 @@ use crate::report::set_errno;
 use crate::sandbox::{self, OpenIntent, Remove, Route, Shadow};
 
 /// The failure value of `R` with errno `ENOSYS`: the real function does not exist.
-fn enosys<R: CallResult>() -> R {
+pub(crate) fn enosys<R: CallResult>() -> R {
     set_errno(libc::ENOSYS);
     R::denied()
 }

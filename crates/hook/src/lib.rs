@@ -12,9 +12,10 @@
 //! forms `__open_2`, `__open64_2`, `__openat_2`, `__openat64_2`), `creat`, `creat64`, `fopen`, `fopen64`,
 //! `unlink`, `unlinkat`, `rename`, `renameat`, `renameat2`, `truncate`, `truncate64`, `chmod`, `fchmod`,
 //! `fchmodat`, `mkdir`, `mkdirat`, `rmdir`, `remove`, `link`, `linkat`, `symlink`, `symlinkat`, `chown`, `lchown`,
-//! `fchownat` and `fchown`. These talk to the agent over one connection per process (see `session`): by default
-//! they report each call one-way after it happened (one `send`); only when the agent says a policy rule could
-//! deny a file call do they ask before the call and refuse with `EACCES` on deny.
+//! `fchownat`, `fchown`, `utime`, `utimes`, `utimensat`, `futimens`, `mknod` and `mknodat`. These talk to the
+//! agent over one connection per process (see `session`): by default they report each call one-way after it
+//! happened (one `send`); only when the agent says a policy rule could deny a file call do they ask before the call
+//! and refuse with `EACCES` on deny.
 //!
 //! The network functions `connect`, `sendto`, `sendmsg`, `sendmmsg`, `accept`, `accept4`, `close`, `getaddrinfo`,
 //! `gethostbyname` and `gethostbyname2` use the same session (see `net`): a connect is reported after the call (or,
@@ -57,8 +58,8 @@
 //!   `syscall(SYS_connect/SYS_accept4/SYS_close, ..)`, closes through `close_range`/`dup2`/`fclose`, and resolvers that bypass `getaddrinfo`/`gethostbyname*` (a program's
 //!   own DNS client is seen only as its first UDP send to port 53);
 //! - file activity that is not one of the hooked calls: writes themselves (`write`, `pwrite`, and above all
-//!   stores into a `MAP_SHARED` mapping: the open is seen, the writes are not), `mknod`, `utimes`, `freopen`,
-//!   `fchmod`/`fchown` on a descriptor without a path, and libc-internal opens (`opendir`, `tmpfile`, locale
+//!   stores into a `MAP_SHARED` mapping: the open is seen, the writes are not), `freopen`, `setxattr` and
+//!   friends, `fchmod`/`fchown`/`futimens` on a descriptor without a path, and libc-internal opens (`opendir`, `tmpfile`, locale
 //!   and NSS files), which do not go through the exported symbols;
 //! - a program started without the hook: `env -u LD_PRELOAD cmd`, a cleared environment, any exec whose new
 //!   environment lacks `LD_PRELOAD`, unless the hook is installed system-wide in `/etc/ld.so.preload`. When the
@@ -82,6 +83,7 @@
 //! - `conn_table`: the fixed table of TCP connections seen open (start time, socket cookie), for close reports.
 //! - `sandbox`: `ringwatch sandbox --mode user`: redirects file calls under sandboxed directories into a shadow tree
 //!   (`RINGWATCH_SANDBOX_SHADOW`), copy-up, whiteouts, opaque directories.
+//! - `times_nodes_hooks`: the exported time-change (`utime*`, `futimens`) and `mknod*` functions.
 //! - `sandbox_reads`: `stat`, `statx`, `access`, `readlink`, `opendir` and their variants, which in a sandbox look
 //!   at its view of a path (and outside one go straight to libc).
 //! - `env`: allocation-free environment lookups and the timeout setting.
@@ -113,6 +115,7 @@ mod report;
 mod sandbox;
 mod sandbox_reads;
 mod session;
+mod times_nodes_hooks;
 
 use core::ffi::{c_char, c_int};
 

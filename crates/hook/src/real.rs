@@ -88,6 +88,18 @@ pub(crate) type GetaddrinfoFn =
 pub(crate) type GethostbynameFn = unsafe extern "C" fn(*const c_char) -> *mut libc::hostent;
 /// `gethostbyname2(name, af)`.
 pub(crate) type Gethostbyname2Fn = unsafe extern "C" fn(*const c_char, c_int) -> *mut libc::hostent;
+/// `utime(path, times)`.
+pub(crate) type UtimeFn = unsafe extern "C" fn(*const c_char, *const libc::utimbuf) -> c_int;
+/// `utimes(path, times[2])`.
+pub(crate) type UtimesFn = unsafe extern "C" fn(*const c_char, *const libc::timeval) -> c_int;
+/// `utimensat(dirfd, path, times[2], flags)`.
+pub(crate) type UtimensatFn = unsafe extern "C" fn(c_int, *const c_char, *const libc::timespec, c_int) -> c_int;
+/// `futimens(fd, times[2])`.
+pub(crate) type FutimensFn = unsafe extern "C" fn(c_int, *const libc::timespec) -> c_int;
+/// `mknod(path, mode, dev)`.
+pub(crate) type MknodFn = unsafe extern "C" fn(*const c_char, libc::mode_t, libc::dev_t) -> c_int;
+/// `mknodat(dirfd, path, mode, dev)`.
+pub(crate) type MknodatFn = unsafe extern "C" fn(c_int, *const c_char, libc::mode_t, libc::dev_t) -> c_int;
 /// `stat(path, buf)`, `lstat`.
 pub(crate) type StatFn = unsafe extern "C" fn(*const c_char, *mut libc::stat) -> c_int;
 /// `stat64(path, buf)`, `lstat64`.
@@ -192,6 +204,13 @@ pub(crate) static SENDMSG: RealFn = RealFn::new(c"sendmsg");
 pub(crate) static GETADDRINFO: RealFn = RealFn::new(c"getaddrinfo");
 pub(crate) static GETHOSTBYNAME: RealFn = RealFn::new(c"gethostbyname");
 pub(crate) static GETHOSTBYNAME2: RealFn = RealFn::new(c"gethostbyname2");
+pub(crate) static UTIME: RealFn = RealFn::new(c"utime");
+pub(crate) static UTIMES: RealFn = RealFn::new(c"utimes");
+pub(crate) static UTIMENSAT: RealFn = RealFn::new(c"utimensat");
+pub(crate) static FUTIMENS: RealFn = RealFn::new(c"futimens");
+pub(crate) static MKNOD: RealFn = RealFn::new(c"mknod");
+pub(crate) static MKNODAT: RealFn = RealFn::new(c"mknodat");
+
 pub(crate) static STAT: RealFn = RealFn::new(c"stat");
 pub(crate) static LSTAT: RealFn = RealFn::new(c"lstat");
 pub(crate) static STAT64: RealFn = RealFn::new(c"stat64");
@@ -267,7 +286,13 @@ pub(crate) fn resolve_all() {
     for f in SANDBOX_READS {
         f.get();
     }
+    for f in TIMES_AND_NODES {
+        f.get();
+    }
 }
+
+/// The time-change and mknod functions, resolved with [`ALL`].
+static TIMES_AND_NODES: [&RealFn; 6] = [&UTIME, &UTIMES, &UTIMENSAT, &FUTIMENS, &MKNOD, &MKNODAT];
 
 /// The read-side path functions a user-mode sandbox redirects, resolved with [`ALL`].
 static SANDBOX_READS: [&RealFn; 12] = [

@@ -54,8 +54,9 @@
 //! # What it does not see (writes land in the real directory)
 //!
 //! Static binaries, raw `syscall(2)`, io_uring, setuid programs, programs that clear `LD_PRELOAD`, descriptors
-//! opened before the hook, and every libc entry point that is not hooked: `mknod`, `utimes`, `fchmod`/`fchown` (or
-//! `fchownat` with `AT_EMPTY_PATH`) of a descriptor opened read-only on the real file, `chdir` into a directory
+//! opened before the hook, and every libc entry point that is not hooked (`setxattr` and friends, `freopen`):
+//! `fchmod`/`fchown`/`futimens` (or the `*at` forms with a descriptor) of a descriptor opened read-only on the real
+//! file, `chdir` into a directory
 //! that exists only in the shadow, and libc-internal opens. Looks through `stat`, `statx`, `access`, `readlink` and
 //! `opendir` (and their variants) see the sandbox's view (`sandbox_reads`), but directory listings are not merged: a
 //! directory that exists in both trees lists the real entries. Symlinks of the real tree are followed by the kernel in the real tree (a

@@ -10,7 +10,7 @@
 //!
 //! What it does not contain (the hook never sees it, so it writes to the real directory): statically linked
 //! programs, raw `syscall(2)`, io_uring, setuid programs, programs that drop `LD_PRELOAD` from their environment,
-//! and libc calls the hook does not interpose (`mknod`, `utimes`, ...). `stat`, `access`, `readlink` and `opendir`
+//! and libc calls the hook does not interpose (`setxattr`, ...). `stat`, `access`, `readlink` and `opendir`
 //! see the sandbox's view, but directory listings are not merged: a directory that exists in both trees shows its
 //! real entries.
 

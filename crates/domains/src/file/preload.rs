@@ -370,13 +370,20 @@ fn flags_and_mode(m: &FileMessage<'_>) -> (Option<u32>, Option<u32>) {
         | FileOp::Renameat2
         | FileOp::Linkat
         | FileOp::Lchown
-        | FileOp::Fchownat => Some(m.call_flags),
+        | FileOp::Fchownat
+        | FileOp::Utimensat => Some(m.call_flags),
         FileOp::Mkdir | FileOp::Mkdirat | FileOp::Rmdir if m.has(FILE_FLAG_DIRECTORY) => Some(libc::O_DIRECTORY as u32),
         _ => None,
     };
     let has_mode = match m.op {
         _ if m.op.opens() => m.mode != 0 || m.call_flags & (libc::O_CREAT as u32) != 0,
-        FileOp::Mkdir | FileOp::Mkdirat | FileOp::Chmod | FileOp::Fchmod | FileOp::Fchmodat => true,
+        FileOp::Mkdir
+        | FileOp::Mkdirat
+        | FileOp::Chmod
+        | FileOp::Fchmod
+        | FileOp::Fchmodat
+        | FileOp::Mknod
+        | FileOp::Mknodat => true,
         _ => false,
     };
     (flags, has_mode.then_some(m.mode))
@@ -406,7 +413,9 @@ fn resolve(m: &FileMessage<'_>, named: &FileInfo) -> FileInfo {
     let nofollow = m.call_flags & (libc::AT_SYMLINK_NOFOLLOW as u32) != 0;
     let follows_final = match m.activity {
         FileActivity::Open | FileActivity::Write => true,
-        FileActivity::Chmod => !(matches!(m.op, FileOp::Lchown | FileOp::Fchownat | FileOp::Fchmodat) && nofollow),
+        FileActivity::Chmod => {
+            !(matches!(m.op, FileOp::Lchown | FileOp::Fchownat | FileOp::Fchmodat | FileOp::Utimensat) && nofollow)
+        }
         FileActivity::Create => m.op.opens(),
         FileActivity::Delete | FileActivity::Rename => false,
     };
