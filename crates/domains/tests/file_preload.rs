@@ -684,7 +684,7 @@ fn owner_changes_are_reported_as_chmod_events() {
 }
 
 #[test]
-fn a_deny_rule_on_a_path_refuses_chown_with_eacces() {
+fn a_deny_rule_on_a_path_refuses_chown_and_time_changes_with_eacces() {
     if skip() {
         return;
     }
@@ -693,21 +693,25 @@ fn a_deny_rule_on_a_path_refuses_chown_with_eacces() {
     let p = |name: &str| format!("{dir}/{name}");
     fs::write(p("denied-f"), "keep").expect("write");
     fs::write(p("allowed-f"), "x").expect("write");
+    let mtime = fs::metadata(p("denied-f")).expect("stat").mtime();
     let script = "chown 4242 denied-f; echo rc=$?; \
                   perl -e 'chown(4243, -1, q(denied-f)) or print qq(perl $!\n)'; \
+                  perl -e 'utime(1, 1, q(denied-f)) or print qq(utime $!\n)'; \
                   chown 4244 allowed-f; echo rc=$?";
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", script]).current_dir(&dir);
     let r = agent.run(&mut cmd);
-    assert_eq!(r.stdout, "rc=1\nperl Permission denied\nrc=0\n", "{r:?}");
+    assert_eq!(r.stdout, "rc=1\nperl Permission denied\nutime Permission denied\nrc=0\n", "{r:?}");
     assert!(r.stderr.contains("Permission denied"), "{r:?}");
     assert_eq!(owner_of(&p("denied-f")), (0, 0), "the owner is unchanged");
+    assert_eq!(fs::metadata(p("denied-f")).expect("stat").mtime(), mtime, "the times are unchanged");
     assert_eq!(owner_of(&p("allowed-f")).0, 4244);
     let Stopped { events, .. } = agent.stop();
     let seen: Vec<_> = under(&events, &dir).iter().map(|e| (summary(e, &dir).1, e.activity, e.action)).collect();
     assert_eq!(
         seen,
         vec![
+            ("denied-f".to_owned(), Activity::Chmod, Action::Denied),
             ("denied-f".to_owned(), Activity::Chmod, Action::Denied),
             ("denied-f".to_owned(), Activity::Chmod, Action::Denied),
             ("allowed-f".to_owned(), Activity::Chmod, Action::Observed),
@@ -751,27 +755,6 @@ fn time_changes_are_chmod_events_and_mknod_is_a_create_with_its_mode() {
     assert_eq!(fifo.activity, Activity::Create);
     let mode = fifo.file.as_ref().and_then(|f| f.mode).expect("mknod carries its mode");
     assert_eq!((mode & libc::S_IFMT, mode & 0o777), (libc::S_IFIFO, 0o640));
-}
-
-#[test]
-fn a_deny_rule_on_a_path_refuses_a_time_change_with_eacces() {
-    if skip() {
-        return;
-    }
-    let agent = Agent::start(Arc::new(DenyPaths(vec!["/denied".into()])));
-    let (_work, dir) = workdir();
-    let p = |name: &str| format!("{dir}/{name}");
-    fs::write(p("denied-t"), "keep").expect("write");
-    let before = fs::metadata(p("denied-t")).expect("stat").mtime();
-    let script = "perl -e 'utime(1, 1, q(denied-t)) or print qq(perl $!\n)'";
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", script]).current_dir(&dir);
-    let r = agent.run(&mut cmd);
-    assert_eq!(r.stdout, "perl Permission denied\n", "{r:?}");
-    assert_eq!(fs::metadata(p("denied-t")).expect("stat").mtime(), before, "the times are unchanged");
-    let Stopped { events, .. } = agent.stop();
-    let seen: Vec<_> = under(&events, &dir).iter().map(|e| (summary(e, &dir).1, e.activity, e.action)).collect();
-    assert_eq!(seen, vec![("denied-t".to_owned(), Activity::Chmod, Action::Denied)]);
 }
 
 /// Denies everything, but only after `delay` (a policy too slow for the hook's timeout).
