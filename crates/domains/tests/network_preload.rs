@@ -680,7 +680,7 @@ fn network(e: &Event) -> &ringwatch_core::event::NetworkInfo {
 }
 
 #[test]
-fn hooked_accept_and_both_closes_are_reported_with_the_tuple_and_exact_bytes() {
+fn hooked_listen_accept_and_both_closes_are_reported_with_the_tuple_and_exact_bytes() {
     if skip() {
         return;
     }
@@ -737,6 +737,12 @@ fn hooked_accept_and_both_closes_are_reported_with_the_tuple_and_exact_bytes() {
         assert_eq!(closes.len(), 2, "{closes:?}");
         let accepts = agent.events(|e| e.activity == Activity::Accept && e.process.pid == server_pid);
         assert_eq!(accepts.len(), 1, "{accepts:?}");
+        // The server's listen, with its own address in src (as the kernel monitor reports it).
+        let listens = agent.events(|e| e.activity == Activity::Listen && e.process.pid == server_pid);
+        assert_eq!(listens.len(), 1, "one listen: {listens:?}");
+        let net = network(&listens[0]);
+        assert_eq!((net.src_ip.as_deref(), net.src_port, net.dst_port), (Some(addr), Some(port), None));
+        assert_eq!((net.protocol.as_str(), net.direction.as_deref()), ("tcp", None));
     }
     let stopped = agent.running.stop();
     assert_eq!(stopped.losses.get(NAME).copied().unwrap_or_default(), (0, 0, 0), "nothing lost or malformed");

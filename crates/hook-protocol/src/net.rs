@@ -116,14 +116,16 @@ wire_enum! {
         Accept4 = 5 => "accept4",
         Close = 6 => "close",
         Sendmmsg = 7 => "sendmmsg",
+        /// A TCP socket started listening; `dst` is its local address.
+        Listen = 8 => "listen",
     }
 }
 
 impl NetOp {
-    /// True for the ops that describe a connection (accept, accept4, close): always one-way reports, TCP only,
-    /// `dst` the remote end.
+    /// True for the ops that describe a connection or a listener (accept, accept4, close, listen): always one-way
+    /// reports, TCP only, `dst` the remote end (for listen: the listening address).
     pub fn is_connection(self) -> bool {
-        matches!(self, NetOp::Accept | NetOp::Accept4 | NetOp::Close)
+        matches!(self, NetOp::Accept | NetOp::Accept4 | NetOp::Close | NetOp::Listen)
     }
 }
 

@@ -381,6 +381,24 @@ fn accepted_inner(op: NetOp, fd: c_int) {
     report_after(&session, &fixed, 0);
 }
 
+/// Reports that TCP socket `fd` listens (after a successful `listen`), with its local address.
+pub(crate) fn listening(fd: c_int) {
+    if !guard::active() {
+        return;
+    }
+    let Some(_inside) = Reentry::enter() else { return };
+    let saved = SavedErrno::save();
+    if let Some(local) = local_address(fd) {
+        let pid = this_pid();
+        if let Some(session) = session::current(pid, Config::wants_net)
+            && socket_protocol(fd) == Some(PROTO_TCP)
+        {
+            report_after(&session, &call_facts(NetOp::Listen, pid, 0, PROTO_TCP, local), 0);
+        }
+    }
+    drop(saved);
+}
+
 /// Reports the close of `fd`, a connection the table had (`opened`), right before the real close. Leaves errno as
 /// it found it.
 pub(crate) fn closing(fd: c_int, opened: Opened) {

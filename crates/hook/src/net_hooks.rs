@@ -1,8 +1,8 @@
-//! The exported network functions: `connect`, `sendto`, `sendmsg`, `sendmmsg`, `accept`, `accept4`, `close`,
-//! `getaddrinfo`, `gethostbyname` and `gethostbyname2`. Each hands its call to `net` (check, report, redirect)
+//! The exported network functions: `connect`, `sendto`, `sendmsg`, `sendmmsg`, `accept`, `accept4`, `listen`,
+//! `close`, `getaddrinfo`, `gethostbyname` and `gethostbyname2`. Each hands its call to `net` (check, report, redirect)
 //! and runs the real libc function.
 //!
-//! Not hooked (and so not seen): `send`/`write` (no destination: the connect was seen), `listen`, `bind`,
+//! Not hooked (and so not seen): `send`/`write` (no destination: the connect was seen), `bind`,
 //! `shutdown`, `close_range`/`closefrom`/`dup2` over a socket and `fclose` of an `fdopen`ed one (the close of a
 //! connection through those is not reported), `getaddrinfo_a`, `gethostbyname_r` and `res_query`. A real
 //! function `dlsym` cannot find falls back to the raw system call (connect, sendto, sendmsg, sendmmsg, accept,
@@ -15,8 +15,8 @@ use ringwatch_hook_protocol::{DnsOp, NetOp};
 use crate::conn_table;
 use crate::net::{self, SendCheck, addrinfo_answers, hostent_answers, lookup_begin, lookup_report};
 use crate::real::{
-    self, Accept4Fn, AcceptFn, CloseFn, ConnectFn, GetaddrinfoFn, Gethostbyname2Fn, GethostbynameFn, SendmmsgFn,
-    SendmsgFn, SendtoFn, real_fn,
+    self, Accept4Fn, AcceptFn, CloseFn, ConnectFn, GetaddrinfoFn, Gethostbyname2Fn, GethostbynameFn, ListenFn,
+    SendmmsgFn, SendmsgFn, SendtoFn, real_fn,
 };
 use crate::report::set_errno;
 
@@ -291,6 +291,28 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
             c_int::try_from(rc).unwrap_or(-1)
         }
     }
+}
+
+/// Hooked `listen(2)`: a TCP socket that starts listening is reported with its local address.
+///
+/// # Safety
+///
+/// As for libc's `listen`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    let rc = match real_fn!(real::LISTEN, ListenFn) {
+        // SAFETY: the caller's arguments, passed on.
+        Some(f) => unsafe { f(fd, backlog) },
+        None => {
+            // SAFETY: listen(2)'s arguments to the raw system call.
+            let rc = unsafe { libc::syscall(libc::SYS_listen, fd, backlog) };
+            c_int::try_from(rc).unwrap_or(-1)
+        }
+    };
+    if rc == 0 {
+        net::listening(fd);
+    }
+    rc
 }
 
 /// Hooked `getaddrinfo(3)`: the real lookup, then a dns report with the name and the addresses it returned.

@@ -124,6 +124,8 @@ pub(crate) type OpendirFn = unsafe extern "C" fn(*const c_char) -> *mut libc::DI
 pub(crate) type AcceptFn = unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> c_int;
 /// `accept4(fd, addr, len, flags)`.
 pub(crate) type Accept4Fn = unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t, c_int) -> c_int;
+/// `listen(fd, backlog)`.
+pub(crate) type ListenFn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 /// `close(fd)`.
 pub(crate) type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
 /// `sendmmsg(fd, msgvec, vlen, flags)`.
@@ -227,6 +229,7 @@ pub(crate) static OPENDIR: RealFn = RealFn::new(c"opendir");
 pub(crate) static ACCEPT: RealFn = RealFn::new(c"accept");
 pub(crate) static ACCEPT4: RealFn = RealFn::new(c"accept4");
 pub(crate) static CLOSE: RealFn = RealFn::new(c"close");
+pub(crate) static LISTEN: RealFn = RealFn::new(c"listen");
 pub(crate) static SENDMMSG: RealFn = RealFn::new(c"sendmmsg");
 
 /// Every real function, for the constructor.
@@ -311,7 +314,7 @@ static SANDBOX_READS: [&RealFn; 12] = [
 ];
 
 /// The accept, close and sendmmsg functions, resolved with [`ALL`].
-static CONNECTIONS: [&RealFn; 4] = [&ACCEPT, &ACCEPT4, &CLOSE, &SENDMMSG];
+static CONNECTIONS: [&RealFn; 5] = [&ACCEPT, &ACCEPT4, &CLOSE, &SENDMMSG, &LISTEN];
 
 /// The link and owner-change functions, resolved with [`ALL`].
 static LINKS_AND_OWNERS: [&RealFn; 8] = [&LINK, &LINKAT, &SYMLINK, &SYMLINKAT, &CHOWN, &LCHOWN, &FCHOWNAT, &FCHOWN];

@@ -319,6 +319,7 @@ fn protocol_name(p: u8) -> &'static str {
 fn net_event(peer: Peer, facts: &SessionFacts, m: &NetMessage) -> Event {
     let activity = match (m.op, m.protocol) {
         (NetOp::Accept | NetOp::Accept4, _) => Activity::Accept,
+        (NetOp::Listen, _) => Activity::Listen,
         (NetOp::Close, _) => Activity::Close,
         (NetOp::Connect, _) => Activity::Connect,
         // sendto with MSG_FASTOPEN on TCP connects.
@@ -333,7 +334,12 @@ fn net_event(peer: Peer, facts: &SessionFacts, m: &NetMessage) -> Event {
     let inbound = activity == Activity::Accept || m.flags & NET_FLAG_INBOUND != 0;
     // A reset connection's close no longer knows its peer (sent as the unspecified address, port 0).
     let remote = Some(m.dst).filter(|d| d.port() != 0 || !d.ip().is_unspecified());
-    let (src, dst) = if inbound { (remote, m.src) } else { (m.src, remote) };
+    let (src, dst) = match activity {
+        // A listener has one address, its own, in `src` (as the kernel monitor reports it), and no direction.
+        Activity::Listen => (remote, None),
+        _ if inbound => (remote, m.src),
+        _ => (m.src, remote),
+    };
     let close = m.close.filter(|_| activity == Activity::Close);
     ev.network = Some(NetworkInfo {
         protocol: protocol_name(m.protocol).into(),
@@ -341,14 +347,18 @@ fn net_event(peer: Peer, facts: &SessionFacts, m: &NetMessage) -> Event {
         src_port: src.map(|s| s.port()),
         dst_ip: dst.map(|d| d.ip().to_string()),
         dst_port: dst.map(|d| d.port()),
-        direction: Some(if inbound { "inbound" } else { "outbound" }.into()),
+        direction: (activity != Activity::Listen).then(|| if inbound { "inbound" } else { "outbound" }.into()),
         bytes_out: match activity {
             Activity::Send => Some(u64::from(m.bytes)),
             _ => close.map(|c| c.bytes_out),
         },
         bytes_in: close.map(|c| c.bytes_in),
         duration_us: close.map(|c| c.duration_us),
-        dst_name: if inbound { None } else { remote.and_then(|r| facts.names.get(&canonical(r.ip())).cloned()) },
+        dst_name: if inbound || activity == Activity::Listen {
+            None
+        } else {
+            remote.and_then(|r| facts.names.get(&canonical(r.ip())).cloned())
+        },
         ..NetworkInfo::default()
     });
     ev
