@@ -32,6 +32,7 @@ use crate::file::{CallResult, FileCall, fopen_flags, run};
 use crate::real::{
     self, ChownFn, DirfdPathIntFn, FchmodFn, FchmodatFn, FchownFn, FchownatFn, FopenFn, LinkatFn, MkdiratFn, Open2Fn,
     PathFn, PathModeFn, RealFn, RenameFn, Renameat2Fn, RenameatFn, SymlinkatFn, TruncateFn, TwoPathFn, real_fn,
+    sys_int,
 };
 use crate::report::set_errno;
 use crate::sandbox::{self, OpenIntent, Remove, Route, Shadow};
@@ -76,8 +77,7 @@ pub(crate) unsafe fn routed<R: CallResult>(
 /// As for openat(2).
 unsafe fn sys_openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
     // SAFETY: the caller's arguments are openat's; the kernel validates the pointer.
-    let rc = unsafe { libc::syscall(libc::SYS_openat, dirfd, path, flags, mode) };
-    c_int::try_from(rc).unwrap_or(-1)
+    sys_int(unsafe { libc::syscall(libc::SYS_openat, dirfd, path, flags, mode) })
 }
 
 /// The mode a real open gets: the caller's when the flags create, else 0 (the caller may not have passed one).

@@ -122,7 +122,7 @@ use core::ffi::{c_char, c_int};
 use ringwatch_hook_protocol::ExecOp;
 
 use crate::exec::{ExecCall, check};
-use crate::real::{ExecvFn, ExecveFn, FexecveFn, PosixSpawnFn, real_fn};
+use crate::real::{ExecvFn, ExecveFn, FexecveFn, PosixSpawnFn, real_fn, sys_int};
 use crate::report::{Outcome, set_errno};
 
 /// Library constructor (run by the loader before `main`, while the process is single-threaded): resolves the
@@ -164,8 +164,7 @@ unsafe fn real_execve(path: *const c_char, argv: *const *const c_char, envp: *co
         Some(f) => unsafe { f(path, argv, envp) },
         None => {
             // SAFETY: the raw syscall takes the same arguments as the libc wrapper.
-            let rc = unsafe { libc::syscall(libc::SYS_execve, path, argv, envp) };
-            c_int::try_from(rc).unwrap_or(-1)
+            sys_int(unsafe { libc::syscall(libc::SYS_execve, path, argv, envp) })
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::conn_table;
 use crate::net::{self, SendCheck, addrinfo_answers, hostent_answers, lookup_begin, lookup_report};
 use crate::real::{
     self, Accept4Fn, AcceptFn, CloseFn, ConnectFn, GetaddrinfoFn, Gethostbyname2Fn, GethostbynameFn, ListenFn,
-    SendmmsgFn, SendmsgFn, SendtoFn, real_fn,
+    SendmmsgFn, SendmsgFn, SendtoFn, real_fn, sys_int, sys_size,
 };
 use crate::report::set_errno;
 
@@ -31,8 +31,7 @@ unsafe fn real_connect(fd: c_int, addr: *const libc::sockaddr, len: libc::sockle
         Some(f) => unsafe { f(fd, addr, len) },
         None => {
             // SAFETY: connect(2)'s arguments to the raw system call.
-            let rc = unsafe { libc::syscall(libc::SYS_connect, fd, addr, len) };
-            c_int::try_from(rc).unwrap_or(-1)
+            sys_int(unsafe { libc::syscall(libc::SYS_connect, fd, addr, len) })
         }
     }
 }
@@ -69,8 +68,7 @@ pub unsafe extern "C" fn sendto(
         Some(f) => unsafe { f(fd, buf, len, flags, addr, addr_len) },
         None => {
             // SAFETY: sendto(2)'s arguments to the raw system call.
-            let rc = unsafe { libc::syscall(libc::SYS_sendto, fd, buf, len, flags, addr, addr_len) };
-            libc::ssize_t::try_from(rc).unwrap_or(-1)
+            sys_size(unsafe { libc::syscall(libc::SYS_sendto, fd, buf, len, flags, addr, addr_len) })
         }
     };
     if addr.is_null() {
@@ -93,8 +91,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_i
         Some(f) => unsafe { f(fd, msg, flags) },
         None => {
             // SAFETY: sendmsg(2)'s arguments to the raw system call.
-            let rc = unsafe { libc::syscall(libc::SYS_sendmsg, fd, msg, flags) };
-            libc::ssize_t::try_from(rc).unwrap_or(-1)
+            sys_size(unsafe { libc::syscall(libc::SYS_sendmsg, fd, msg, flags) })
         }
     };
     // SAFETY: sendmsg's contract: `msg` is null or a valid msghdr.
@@ -128,8 +125,7 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgvec: *mut libc::mmsghdr, vlen: c
         Some(f) => unsafe { f(fd, vec, n, flags) },
         None => {
             // SAFETY: sendmmsg(2)'s arguments to the raw system call.
-            let rc = unsafe { libc::syscall(libc::SYS_sendmmsg, fd, vec, n, flags) };
-            c_int::try_from(rc).unwrap_or(-1)
+            sys_int(unsafe { libc::syscall(libc::SYS_sendmmsg, fd, vec, n, flags) })
         }
     };
     if msgvec.is_null() || vlen == 0 {
@@ -238,8 +234,7 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut libc::sockaddr, len: *mut 
         Some(f) => unsafe { f(fd, addr, len) },
         None => {
             // SAFETY: accept4(2) with no flags is accept(2); the raw system call exists on every architecture.
-            let rc = unsafe { libc::syscall(libc::SYS_accept4, fd, addr, len, 0) };
-            c_int::try_from(rc).unwrap_or(-1)
+            sys_int(unsafe { libc::syscall(libc::SYS_accept4, fd, addr, len, 0) })
         }
     };
     net::accepted(NetOp::Accept, new);
@@ -263,8 +258,7 @@ pub unsafe extern "C" fn accept4(
         Some(f) => unsafe { f(fd, addr, len, flags) },
         None => {
             // SAFETY: accept4(2)'s arguments to the raw system call.
-            let rc = unsafe { libc::syscall(libc::SYS_accept4, fd, addr, len, flags) };
-            c_int::try_from(rc).unwrap_or(-1)
+            sys_int(unsafe { libc::syscall(libc::SYS_accept4, fd, addr, len, flags) })
         }
     };
     net::accepted(NetOp::Accept4, new);
@@ -287,8 +281,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         Some(f) => unsafe { f(fd) },
         None => {
             // SAFETY: close(2)'s argument to the raw system call.
-            let rc = unsafe { libc::syscall(libc::SYS_close, fd) };
-            c_int::try_from(rc).unwrap_or(-1)
+            sys_int(unsafe { libc::syscall(libc::SYS_close, fd) })
         }
     }
 }
@@ -305,8 +298,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         Some(f) => unsafe { f(fd, backlog) },
         None => {
             // SAFETY: listen(2)'s arguments to the raw system call.
-            let rc = unsafe { libc::syscall(libc::SYS_listen, fd, backlog) };
-            c_int::try_from(rc).unwrap_or(-1)
+            sys_int(unsafe { libc::syscall(libc::SYS_listen, fd, backlog) })
         }
     };
     if rc == 0 {

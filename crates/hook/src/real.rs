@@ -319,6 +319,17 @@ static CONNECTIONS: [&RealFn; 5] = [&ACCEPT, &ACCEPT4, &CLOSE, &SENDMMSG, &LISTE
 /// The link and owner-change functions, resolved with [`ALL`].
 static LINKS_AND_OWNERS: [&RealFn; 8] = [&LINK, &LINKAT, &SYMLINK, &SYMLINKAT, &CHOWN, &LCHOWN, &FCHOWNAT, &FCHOWN];
 
+/// A raw system call's return value as the C function's `int`: -1 on failure (the `syscall` wrapper set errno),
+/// for the fallbacks used when `dlsym` finds no real function.
+pub(crate) fn sys_int(rc: core::ffi::c_long) -> c_int {
+    c_int::try_from(rc).unwrap_or(-1)
+}
+
+/// [`sys_int`] for calls that return a size (`ssize_t`).
+pub(crate) fn sys_size(rc: core::ffi::c_long) -> libc::ssize_t {
+    libc::ssize_t::try_from(rc).unwrap_or(-1)
+}
+
 /// Turns a resolved address into a typed function pointer.
 macro_rules! real_fn {
     ($real:expr, $ty:ty) => {{

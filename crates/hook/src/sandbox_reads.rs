@@ -9,25 +9,15 @@
 //! `ENOSYS`). Paths are routed by [`crate::sandbox::route`] with a look-only intent: nothing is ever copied up by a
 //! look. Directory listings are still not merged: a directory that exists in both trees is listed from the real one.
 
-use core::ffi::{c_char, c_int, c_long, c_uint};
+use core::ffi::{c_char, c_int, c_uint};
 
 use crate::file_hooks::routed;
 use crate::real::{
     self, AccessFn, FaccessatFn, Fstatat64Fn, FstatatFn, OpendirFn, ReadlinkFn, ReadlinkatFn, RealFn, Stat64Fn, StatFn,
-    StatxFn, real_fn,
+    StatxFn, real_fn, sys_int, sys_size,
 };
 use crate::report::set_errno;
 use crate::sandbox::{self, OpenIntent};
-
-/// A system call's return value as the C function's: -1 with errno set on failure (the `syscall` wrapper sets it).
-fn sys(rc: c_long) -> c_int {
-    c_int::try_from(rc).unwrap_or(-1)
-}
-
-/// [`sys`] for calls that return a size.
-fn sys_size(rc: c_long) -> libc::ssize_t {
-    libc::ssize_t::try_from(rc).unwrap_or(-1)
-}
 
 /// True when `path` names nothing to redirect: null or empty (`AT_EMPTY_PATH` calls act on the descriptor).
 ///
@@ -76,7 +66,7 @@ unsafe fn stat_common(slot: &RealFn, path: *const c_char, buf: *mut libc::stat, 
         // SAFETY: the caller's buffer and the (possibly redirected) NUL-terminated path.
         Some(f) => unsafe { f(p, buf) },
         // SAFETY: newfstatat(2) with the caller's buffer (x86_64/aarch64: `struct stat` is the kernel's).
-        None => sys(unsafe { libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, p, buf, flags) }),
+        None => sys_int(unsafe { libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, p, buf, flags) }),
     };
     // SAFETY: forwarded caller contract.
     unsafe { look(libc::AT_FDCWD, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, call) }
@@ -114,7 +104,7 @@ unsafe fn stat64_common(slot: &RealFn, path: *const c_char, buf: *mut libc::stat
         // SAFETY: the caller's buffer and the (possibly redirected) NUL-terminated path.
         Some(f) => unsafe { f(p, buf) },
         // SAFETY: newfstatat(2); on 64-bit Linux `struct stat64` is `struct stat`.
-        None => sys(unsafe { libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, p, buf, flags) }),
+        None => sys_int(unsafe { libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, p, buf, flags) }),
     };
     // SAFETY: forwarded caller contract.
     unsafe { look(libc::AT_FDCWD, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, call) }
@@ -153,7 +143,7 @@ pub unsafe extern "C" fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut li
         // SAFETY: the caller's arguments, the path possibly redirected.
         Some(f) => unsafe { f(d, p, buf, flags) },
         // SAFETY: newfstatat(2) with the caller's arguments.
-        None => sys(unsafe { libc::syscall(libc::SYS_newfstatat, d, p, buf, flags) }),
+        None => sys_int(unsafe { libc::syscall(libc::SYS_newfstatat, d, p, buf, flags) }),
     };
     // SAFETY: forwarded caller contract.
     unsafe { look(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, call) }
@@ -170,7 +160,7 @@ pub unsafe extern "C" fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut 
         // SAFETY: the caller's arguments, the path possibly redirected.
         Some(f) => unsafe { f(d, p, buf, flags) },
         // SAFETY: newfstatat(2); on 64-bit Linux `struct stat64` is `struct stat`.
-        None => sys(unsafe { libc::syscall(libc::SYS_newfstatat, d, p, buf, flags) }),
+        None => sys_int(unsafe { libc::syscall(libc::SYS_newfstatat, d, p, buf, flags) }),
     };
     // SAFETY: forwarded caller contract.
     unsafe { look(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, call) }
@@ -193,7 +183,7 @@ pub unsafe extern "C" fn statx(
         // SAFETY: the caller's arguments, the path possibly redirected.
         Some(f) => unsafe { f(d, p, flags, mask, buf) },
         // SAFETY: statx(2) with the caller's arguments.
-        None => sys(unsafe { libc::syscall(libc::SYS_statx, d, p, flags, mask, buf) }),
+        None => sys_int(unsafe { libc::syscall(libc::SYS_statx, d, p, flags, mask, buf) }),
     };
     // SAFETY: forwarded caller contract.
     unsafe { look(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, call) }
@@ -210,7 +200,7 @@ pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
         // SAFETY: the caller's mode and the (possibly redirected) NUL-terminated path.
         Some(f) => unsafe { f(p, mode) },
         // SAFETY: faccessat(2) with the caller's arguments.
-        None => sys(unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, p, mode) }),
+        None => sys_int(unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, p, mode) }),
     };
     // SAFETY: forwarded caller contract.
     unsafe { look(libc::AT_FDCWD, path, true, call) }
@@ -227,7 +217,7 @@ pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_in
         // SAFETY: the caller's arguments, the path possibly redirected.
         Some(f) => unsafe { f(d, p, mode, flags) },
         // SAFETY: faccessat2(2) with the caller's arguments (faccessat(2) has no flags).
-        None => sys(unsafe { libc::syscall(libc::SYS_faccessat2, d, p, mode, flags) }),
+        None => sys_int(unsafe { libc::syscall(libc::SYS_faccessat2, d, p, mode, flags) }),
     };
     // SAFETY: forwarded caller contract.
     unsafe { look(dirfd, path, flags & libc::AT_SYMLINK_NOFOLLOW == 0, call) }
