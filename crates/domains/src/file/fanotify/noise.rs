@@ -160,15 +160,48 @@ impl RateLimiter {
         std::mem::take(&mut self.due)
     }
 
-    /// Puts back a summary that could not be sent, to be handed out again with the next ones.
-    pub fn requeue(&mut self, pid: u32, dropped: u64) {
-        self.due.push((pid, dropped));
+    /// Hands each due summary to `send` as `(pid, dropped, limit)`. The first one `send` cannot take (a full queue)
+    /// and every one after it stay due for the next call, so no drop count goes unreported.
+    pub fn send_due(&mut self, mut send: impl FnMut(u32, u64, u32) -> bool) {
+        let mut due = std::mem::take(&mut self.due).into_iter();
+        while let Some((pid, dropped)) = due.next() {
+            if !send(pid, dropped, self.limit) {
+                self.due.push((pid, dropped));
+                self.due.extend(due);
+                return;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_the_queue_refuses_stays_due_with_every_one_after_it() {
+        let mut r = RateLimiter::new(1);
+        let t0 = Instant::now();
+        for pid in [1, 2, 3] {
+            assert!(r.allow(pid, t0));
+            assert!(!r.allow(pid, t0));
+        }
+        r.finish();
+        let mut sent = Vec::new();
+        r.send_due(|pid, dropped, limit| {
+            assert_eq!(limit, 1);
+            if sent.len() == 1 {
+                return false;
+            }
+            sent.push((pid, dropped));
+            true
+        });
+        assert_eq!(sent.len(), 1, "one taken, then the queue refused");
+        let mut rest = r.take_due();
+        rest.push(sent[0]);
+        rest.sort_unstable();
+        assert_eq!(rest, vec![(1, 1), (2, 1), (3, 1)], "nothing lost: the refused and the untried are still due");
+    }
 
     #[test]
     fn prefixes_match_whole_components_and_always_cover_proc_and_sys() {

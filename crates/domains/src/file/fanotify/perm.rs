@@ -188,17 +188,23 @@ struct Emitter {
 
 #[derive(Debug)]
 struct EmitState {
+    out: Outbox,
+    limiter: RateLimiter,
+}
+
+/// The pipeline once connected; before, a bounded backlog and a count of what did not fit.
+#[derive(Debug, Default)]
+struct Outbox {
     sender: Option<EventSender>,
     backlog: Vec<Event>,
     lost: u64,
-    limiter: RateLimiter,
 }
 
 impl Emitter {
     /// At most `max_events_per_pid` reports per process and second (0: no limit).
     fn new(max_events_per_pid: u32) -> Emitter {
         let limiter = RateLimiter::new(max_events_per_pid);
-        Emitter { state: Mutex::new(EmitState { sender: None, backlog: Vec::new(), lost: 0, limiter }) }
+        Emitter { state: Mutex::new(EmitState { out: Outbox::default(), limiter }) }
     }
 
     /// Whether a report about `pid` may go out now; a refused one is counted for that process's summary.
@@ -207,8 +213,7 @@ impl Emitter {
     }
 
     fn send(&self, ev: Event) {
-        let mut s = lock(&self.state);
-        s.push(ev);
+        lock(&self.state).out.push(ev);
     }
 
     /// Ends finished rate-limit windows (all of them when `all`) and sends their summaries.
@@ -219,21 +224,22 @@ impl Emitter {
         } else {
             s.limiter.sweep(now);
         }
-        for (pid, dropped) in s.limiter.take_due() {
+        let EmitState { out, limiter } = &mut *s;
+        // A full pipeline queue keeps the count due for the next call.
+        limiter.send_due(|pid, dropped, limit| {
             let msg = format!(
-                "rate limit: {dropped} permission reports of pid {pid} not sent (over {} events/s; every verdict was \
-                 given)",
-                s.limiter.limit()
+                "rate limit: {dropped} permission reports of pid {pid} not sent (over {limit} events/s; every verdict \
+                 was given)"
             );
             let mut ev = Event::sensor(Activity::Drop, COMPONENT, msg, Some(dropped));
             ev.process.pid = pid;
-            s.push(ev);
-        }
+            out.push(ev)
+        });
     }
 
     fn connect(&self, tx: EventSender) {
         let mut s = lock(&self.state);
-        let s = &mut *s;
+        let s = &mut s.out;
         for ev in s.backlog.drain(..) {
             tx.send(ev);
         }
@@ -245,15 +251,18 @@ impl Emitter {
     }
 }
 
-impl EmitState {
-    fn push(&mut self, ev: Event) {
+impl Outbox {
+    /// False only when the connected pipeline's queue refused `ev` (the pipeline counts that loss).
+    fn push(&mut self, ev: Event) -> bool {
         if let Some(tx) = &self.sender {
-            tx.send(ev);
-        } else if self.backlog.len() < BACKLOG {
+            return tx.send(ev);
+        }
+        if self.backlog.len() < BACKLOG {
             self.backlog.push(ev);
         } else {
             self.lost += 1;
         }
+        true
     }
 }
 

@@ -411,20 +411,15 @@ impl<'a> Reader<'a> {
     }
 
     fn send_summaries(&mut self) {
-        for (pid, dropped) in self.limiter.take_due() {
-            let msg = format!(
-                "rate limit: {dropped} file events of pid {pid} dropped (over {} events/s)",
-                self.limiter.limit()
-            );
+        let events = self.events;
+        // Queue full: the count stays due and is tried again at the next sweep, so no drop goes unreported.
+        self.limiter.send_due(|pid, dropped, limit| {
+            let msg = format!("rate limit: {dropped} file events of pid {pid} dropped (over {limit} events/s)");
             let mut ev = Event::sensor(Activity::Drop, super::NAME, msg, Some(dropped));
             // The process the drops are about, so the pipeline enriches it with that process's details.
             ev.process.pid = pid;
-            if !self.events.send(ev) {
-                // Queue full: keep the count and try again at the next sweep, so no drop goes unreported.
-                self.limiter.requeue(pid, dropped);
-                return;
-            }
-        }
+            events.send(ev)
+        });
     }
 
     /// Which rename reporting this reader expects.
